@@ -1,0 +1,258 @@
+// The reference lab of ../shared/LAB.md built from network namespaces: nodes, pods behind veths
+// (Calico style: /32 on eth0, default via 169.254.1.1), an underlay
+// bridge and an outside client. The kernel only routes here: no iptables rules anywhere. kube-tun,
+// started per node, installs its own TUN routes and policy rules.
+import { execFileSync, spawn, ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+export const REPO_ROOT = findRepoRoot(__dirname);
+export const LAB_CONFIG = path.join(REPO_ROOT, 'lab', 'cluster.yaml');
+const STATE_DIR = '/run/kube-tun-lab';
+
+function findRepoRoot(dir: string): string {
+  for (let d = dir; ; d = path.dirname(d)) {
+    if (fs.existsSync(path.join(d, 'package.json'))) return d;
+    if (path.dirname(d) === d) throw new Error(`no package.json above ${dir}`);
+  }
+}
+
+export type NodeName = 'worker-1' | 'worker-2';
+export interface PodSpec { name: string; node: NodeName; ip: string; serve?: 'nginx' | 'dns' | 'none' }
+export interface NodeSpec { name: NodeName; short: string; underlayIp: string; tunnelIp: string; podCidr: string }
+
+export const NODES: NodeSpec[] = [
+  { name: 'worker-1', short: 'w1', underlayIp: '192.168.2.2', tunnelIp: '10.1.139.64', podCidr: '10.1.139.64/26' },
+  { name: 'worker-2', short: 'w2', underlayIp: '192.168.2.3', tunnelIp: '10.1.236.128', podCidr: '10.1.236.128/26' },
+];
+export const PODS: PodSpec[] = [
+  { name: 'nginx1', node: 'worker-1', ip: '10.1.139.84', serve: 'nginx' },
+  { name: 'nginx2', node: 'worker-1', ip: '10.1.139.93', serve: 'nginx' },
+  { name: 'client1', node: 'worker-1', ip: '10.1.139.70', serve: 'none' },
+  { name: 'dns', node: 'worker-1', ip: '10.1.139.90', serve: 'dns' },
+  { name: 'client', node: 'worker-2', ip: '10.1.236.141', serve: 'none' },
+  { name: 'nginx3', node: 'worker-2', ip: '10.1.236.150', serve: 'nginx' },
+];
+export const OUTSIDE_IP = '192.168.2.100';
+export const DNS_NAME = 'demo.lab.local';
+export const DNS_ANSWER = '10.1.2.3';
+
+export interface LabOptions {
+  nodes?: NodeName[];   // which nodes to build (pods of other nodes are skipped)
+  outside?: boolean;    // build the outside client on the underlay
+  prefix?: string;
+}
+
+function run(cmd: string, args: string[], input?: string): string {
+  try {
+    return execFileSync(cmd, args, { encoding: 'utf8', input, stdio: ['pipe', 'pipe', 'pipe'] });
+  } catch (e: any) {
+    const err = (e.stderr || '').toString().trim();
+    throw new Error(`${cmd} ${args.join(' ')}: ${err || e.message}`);
+  }
+}
+
+export class Lab {
+  readonly prefix: string;
+  readonly dir: string;
+  readonly nodes: NodeSpec[];
+  readonly pods: PodSpec[];
+  private children: ChildProcess[] = [];
+  private namespaces: string[] = [];
+  private destroyed = false;
+
+  constructor(opts: LabOptions = {}) {
+    this.prefix = opts.prefix ?? `kt${randomBytes(3).toString('hex')}`;
+    this.dir = path.join('/tmp', `kube-tun-${this.prefix}`);
+    const want = new Set(opts.nodes ?? ['worker-1']);
+    this.nodes = NODES.filter((n) => want.has(n.name));
+    this.pods = PODS.filter((p) => want.has(p.node));
+    this.outside = opts.outside ?? this.nodes.length > 1;
+  }
+  readonly outside: boolean;
+
+  ns(name: string): string { return `${this.prefix}-${name}`; }
+  nodeNs(node: NodeName): string { return this.ns(NODES.find((n) => n.name === node)!.short); }
+  podNs(pod: string): string { return this.ns(pod); }
+
+  /** Run a command inside one of this lab's namespaces and return stdout. */
+  exec(ns: string, cmd: string[], input?: string): string {
+    return run('ip', ['netns', 'exec', ns, ...cmd], input);
+  }
+  ip(ns: string, args: string): string { return run('ip', ['-n', ns, ...args.split(/\s+/)]); }
+  sysctl(ns: string, kv: string): void { this.exec(ns, ['sysctl', '-qw', kv]); }
+
+  /** Start a long-running process in a namespace; it is killed by destroy(). */
+  spawn(ns: string, cmd: string[], opts: { logFile?: string; env?: NodeJS.ProcessEnv } = {}): ChildProcess {
+    const out = opts.logFile ? fs.openSync(opts.logFile, 'a') : 'ignore';
+    const child = spawn('ip', ['netns', 'exec', ns, ...cmd], { stdio: ['ignore', out, out], env: opts.env ?? process.env });
+    if (typeof out === 'number') fs.closeSync(out);
+    this.children.push(child);
+    return child;
+  }
+
+  async build(): Promise<this> {
+    fs.mkdirSync(this.dir, { recursive: true });
+    fs.mkdirSync(STATE_DIR, { recursive: true });
+    fs.writeFileSync(path.join(STATE_DIR, this.prefix), `${process.pid}\n`);
+    try {
+      this.buildTopology();
+      await this.startServers();
+    } catch (e) {
+      await this.destroy();
+      throw e;
+    }
+    return this;
+  }
+
+  private addNs(name: string): string {
+    const ns = this.ns(name);
+    run('ip', ['netns', 'add', ns]);
+    this.namespaces.push(ns);
+    this.ip(ns, 'link set lo up');
+    return ns;
+  }
+
+  private buildTopology(): void {
+    const ul = this.addNs('ul');
+    this.ip(ul, 'link add br0 type bridge');
+    this.ip(ul, 'link set br0 up');
+    const attach = (ns: string, ifname: string, port: string, cidr: string) => {
+      run('ip', ['link', 'add', ifname, 'netns', ns, 'type', 'veth', 'peer', 'name', port, 'netns', ul]);
+      this.ip(ul, `link set ${port} master br0 up`);
+      this.ip(ns, `addr add ${cidr} dev ${ifname}`);
+      this.ip(ns, `link set ${ifname} up`);
+    };
+    for (const node of this.nodes) {
+      const ns = this.addNs(node.short);
+      attach(ns, 'em1', `p-${node.short}`, `${node.underlayIp}/24`);
+      for (const kv of ['net.ipv4.ip_forward=1', 'net.ipv4.conf.all.rp_filter=0', 'net.ipv4.conf.default.rp_filter=0',
+        'net.ipv4.conf.em1.rp_filter=0']) this.sysctl(ns, kv);
+    }
+    if (this.outside) {
+      const ns = this.addNs('out');
+      attach(ns, 'eth0', 'p-out', `${OUTSIDE_IP}/24`);
+    }
+    for (const pod of this.pods) {
+      const pns = this.addNs(pod.name);
+      const nns = this.nodeNs(pod.node);
+      const hostIf = `cali-${pod.name}`.slice(0, 15);
+      run('ip', ['link', 'add', 'eth0', 'netns', pns, 'type', 'veth', 'peer', 'name', hostIf, 'netns', nns]);
+      this.ip(pns, `addr add ${pod.ip}/32 dev eth0`);
+      this.ip(pns, 'link set eth0 up');
+      this.ip(pns, 'route add 169.254.1.1 dev eth0 scope link');
+      this.ip(pns, 'route add default via 169.254.1.1 dev eth0');
+      this.ip(nns, `link set ${hostIf} up`);
+      // Calico answers ARP for 169.254.1.1 by proxy ARP, which needs a default route the node
+      // namespace lacks; owning the link-local gateway address on each host side is equivalent.
+      this.ip(nns, `addr add 169.254.1.1/32 dev ${hostIf} scope link`);
+      this.sysctl(nns, `net.ipv4.conf.${hostIf}.rp_filter=0`);
+      this.ip(nns, `route add ${pod.ip}/32 dev ${hostIf} scope link`);
+    }
+  }
+
+  private async startServers(): Promise<void> {
+    const waits: Promise<void>[] = [];
+    for (const pod of this.pods) {
+      if (pod.serve === 'nginx') {
+        const conf = this.writeNginxConf(pod);
+        this.spawn(this.podNs(pod.name), ['nginx', '-c', conf, '-g', 'daemon off;'], { logFile: path.join(this.dir, `${pod.name}.log`) });
+        waits.push(this.waitListening(this.podNs(pod.name), 'tcp', 80));
+      } else if (pod.serve === 'dns') {
+        this.spawn(this.podNs(pod.name), ['dnsmasq', '--no-daemon', '--no-resolv', '--no-hosts', '--user=root',
+          `--listen-address=${pod.ip}`, '--bind-interfaces', `--address=/${DNS_NAME}/${DNS_ANSWER}`,
+          `--pid-file=${path.join(this.dir, 'dnsmasq.pid')}`, '--log-facility=-'], { logFile: path.join(this.dir, 'dns.log') });
+        waits.push(this.waitListening(this.podNs(pod.name), 'udp', 53));
+      }
+    }
+    await Promise.all(waits);
+  }
+
+  private writeNginxConf(pod: PodSpec): string {
+    const d = path.join(this.dir, pod.name);
+    fs.mkdirSync(d, { recursive: true });
+    // Answers like seed 004's demoapp, so a test sees which endpoint answered and whom it saw.
+    const conf = `user root;
+worker_processes 1;
+pid ${d}/nginx.pid;
+error_log ${d}/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path ${d}/body; proxy_temp_path ${d}/proxy; fastcgi_temp_path ${d}/fastcgi;
+  uwsgi_temp_path ${d}/uwsgi; scgi_temp_path ${d}/scgi;
+  keepalive_requests 100000;
+  server {
+    listen 80 reuseport backlog=4096;
+    location = /blob { alias ${d}/blob; }
+    location / { default_type text/plain; return 200 "ClientIP: $remote_addr, ServerName: ${pod.name}, ServerIP: $server_addr\\n"; }
+  }
+}
+`;
+    const file = path.join(d, 'nginx.conf');
+    fs.writeFileSync(file, conf);
+    return file;
+  }
+
+  async waitListening(ns: string, proto: 'tcp' | 'udp', port: number, timeoutMs = 10_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      const out = this.exec(ns, ['ss', proto === 'tcp' ? '-ltnH' : '-lunH', `sport = :${port}`]);
+      if (out.trim()) return;
+      await sleep(50);
+    }
+    throw new Error(`nothing listening on ${proto}/${port} in ${ns} after ${timeoutMs} ms`);
+  }
+
+  /** The iptables/nftables tables of every namespace of this lab must be empty: translations are ours. */
+  kernelRuleCount(): number {
+    let n = 0;
+    for (const ns of this.namespaces) {
+      const out = this.exec(ns, ['sh', '-c', '(iptables-save 2>/dev/null; iptables-legacy-save 2>/dev/null) | grep -c "^-A" || true; nft list ruleset 2>/dev/null | grep -c "^\\s*\\(ip\\|meta\\|tcp\\|udp\\|counter\\|jump\\|dnat\\|snat\\|masquerade\\)" || true']);
+      for (const line of out.trim().split('\n')) n += Number(line) || 0;
+    }
+    return n;
+  }
+
+  async destroy(): Promise<void> {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    for (const c of this.children) if (c.exitCode === null) c.kill('SIGTERM');
+    await sleep(100);
+    for (const ns of [...this.namespaces].reverse()) {
+      // Processes in a namespace outlive `ip netns del`: kill whatever is still inside.
+      try {
+        const pids = run('ip', ['netns', 'pids', ns]).split(/\s+/).filter(Boolean);
+        for (const pid of pids) { try { process.kill(Number(pid), 'SIGKILL'); } catch { /* gone */ } }
+      } catch { /* namespace gone */ }
+      try { run('ip', ['netns', 'del', ns]); } catch { /* already gone */ }
+    }
+    fs.rmSync(this.dir, { recursive: true, force: true });
+    fs.rmSync(path.join(STATE_DIR, this.prefix), { force: true });
+  }
+}
+
+/** Remove labs whose owning process is gone (a crashed run must not trip up later ones). */
+export function collectStaleLabs(): string[] {
+  const removed: string[] = [];
+  if (!fs.existsSync(STATE_DIR)) return removed;
+  for (const prefix of fs.readdirSync(STATE_DIR)) {
+    const pid = Number(fs.readFileSync(path.join(STATE_DIR, prefix), 'utf8'));
+    let alive = false;
+    try { process.kill(pid, 0); alive = true; } catch { /* dead */ }
+    if (alive) continue;
+    for (const ns of run('ip', ['netns', 'list']).split('\n').map((l) => l.split(' ')[0]).filter((n) => n.startsWith(`${prefix}-`))) {
+      try {
+        for (const p of run('ip', ['netns', 'pids', ns]).split(/\s+/).filter(Boolean)) { try { process.kill(Number(p), 'SIGKILL'); } catch { /* gone */ } }
+        run('ip', ['netns', 'del', ns]);
+      } catch { /* raced */ }
+    }
+    fs.rmSync(path.join(STATE_DIR, prefix), { force: true });
+    fs.rmSync(path.join('/tmp', `kube-tun-${prefix}`), { recursive: true, force: true });
+    removed.push(prefix);
+  }
+  return removed;
+}
+
+export function sleep(ms: number): Promise<void> { return new Promise((r) => setTimeout(r, ms)); }

@@ -1,0 +1,39 @@
+// conntrack-tools' selection options (-p, -s, -d, --sport, --dport, -r/--reply-src, -q/--reply-dst,
+// --state, --status) applied to the live table for -L and -D.
+import type { ConntrackTable } from '../conntrack';
+import { parseIp } from '../netstack/addr';
+
+export interface ListFilter {
+  proto?: string; src?: string; dst?: string; sport?: number; dport?: number;
+  replySrc?: string; replyDst?: string; state?: string; status?: string;
+}
+
+const PROTOS: Record<string, number> = { icmp: 1, tcp: 6, udp: 17, ipip: 4 };
+
+export function protoNumber(name: string): number {
+  const n = PROTOS[name.toLowerCase()] ?? Number(name);
+  if (!Number.isInteger(n) || n < 0 || n > 255) throw new Error(`unknown protocol "${name}"`);
+  return n;
+}
+
+export function filterEntries(ct: ConntrackTable, f: ListFilter, nowMs: number, visit: (slot: number) => void): void {
+  const proto = f.proto ? protoNumber(f.proto) : -1;
+  const src = f.src ? parseIp(f.src) : -1, dst = f.dst ? parseIp(f.dst) : -1;
+  const rsrc = f.replySrc ? parseIp(f.replySrc) : -1, rdst = f.replyDst ? parseIp(f.replyDst) : -1;
+  const state = f.state?.toUpperCase();
+  const status = f.status?.toUpperCase();
+  ct.forEach((slot) => {
+    if (ct.timeoutLeftSec(slot, nowMs) < 0) return;
+    if (proto >= 0 && ct.proto(slot) !== proto) return;
+    if (src >= 0 && ct.origSrc(slot) !== src) return;
+    if (dst >= 0 && ct.origDst(slot) !== dst) return;
+    if (f.sport !== undefined && ct.origSport(slot) !== f.sport) return;
+    if (f.dport !== undefined && ct.origDport(slot) !== f.dport) return;
+    if (rsrc >= 0 && ct.replySrc(slot) !== rsrc) return;
+    if (rdst >= 0 && ct.replyDst(slot) !== rdst) return;
+    if (state && ct.tcpStateName(slot) !== state) return;
+    if (status === 'ASSURED' && !ct.isAssured(slot)) return;
+    if (status === 'UNREPLIED' && ct.seenReply(slot)) return;
+    visit(slot);
+  });
+}

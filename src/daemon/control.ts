@@ -1,0 +1,65 @@
+// The control socket: a Unix socket (0600) speaking one JSON request line per connection.
+// The answer is text; streaming commands (conntrack -E) keep the connection open.
+import * as net from 'node:net';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+export interface ControlRequest { cmd: string; args?: Record<string, unknown> }
+export type ControlHandler = (req: ControlRequest, sock: net.Socket) => string | void | Promise<string | void>;
+
+export const DEFAULT_CONTROL_DIR = '/run/kube-tun';
+export function defaultControlSocket(tun: string): string { return path.join(DEFAULT_CONTROL_DIR, `${tun}.sock`); }
+
+export function serveControl(file: string, handler: ControlHandler): net.Server {
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  fs.rmSync(file, { force: true });
+  const server = net.createServer((sock) => {
+    let buf = '';
+    sock.setEncoding('utf8');
+    sock.on('error', () => sock.destroy());
+    sock.on('data', async (chunk) => {
+      buf += chunk;
+      const nl = buf.indexOf('\n');
+      if (nl < 0) {
+        if (buf.length > 65536) sock.end('error: request too long\n');
+        return;
+      }
+      const line = buf.slice(0, nl);
+      buf = '';
+      let req: ControlRequest;
+      try {
+        req = JSON.parse(line);
+        if (typeof req.cmd !== 'string') throw new Error('missing "cmd"');
+      } catch (e: any) {
+        sock.end(`error: bad request: ${e.message}\n`);
+        return;
+      }
+      try {
+        const out = await handler(req, sock);
+        if (typeof out === 'string') sock.end(out);
+      } catch (e: any) {
+        sock.end(`error: ${e.message}\n`);
+      }
+    });
+  });
+  const oldMask = process.umask(0o177);
+  server.listen(file, () => process.umask(oldMask));
+  server.on('error', () => process.umask(oldMask));
+  return server;
+}
+
+/** Client side: send one request, stream the answer to `onData`, resolve when the daemon closes. */
+export function controlRequest(file: string, req: ControlRequest, onData: (s: string) => void): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const sock = net.createConnection(file);
+    sock.setEncoding('utf8');
+    sock.on('connect', () => sock.write(JSON.stringify(req) + '\n'));
+    sock.on('data', (d: string) => onData(d));
+    sock.on('end', () => resolve());
+    sock.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT' || e.code === 'ECONNREFUSED') {
+        reject(new Error(`no kube-tun daemon answers on ${file} (${e.code}); is it running? (--control-socket)`));
+      } else reject(e);
+    });
+  });
+}

@@ -1,0 +1,252 @@
+// The batch loop's per-packet work: parse, conntrack, rules on a miss, rewrite, route (IPIP or
+// local), in place in the batch slab. Nothing here allocates per packet; counters are typed
+// arrays read by the control side.
+import { PacketBatch, HEADROOM, SLOT_SIZE } from '../netstack/tun';
+import {
+  PacketMeta, parseIpv4, DROP_REASON_NAMES, rewriteSrc, rewriteDst, rewriteIcmpInnerSrc, rewriteIcmpInnerDst,
+  encapIpip, IPIP_HEADER_LEN, writeIcmpFragNeeded, writeIcmpUnreachable,
+} from '../netstack';
+import { ConntrackTable, DIR_ORIGINAL, chooseMasqPort, RandomPool } from '../conntrack';
+import { Matcher, NatDecision, NAT_DNAT, NAT_DROP, NAT_REJECT } from '../nat';
+
+export interface RemoteNode { name: string; nodeIP: number; podNet: number; podMask: number }
+export interface DataPathSettings {
+  nodeIP: number;             // this node's underlay address: IPIP outer source, masquerade for local endpoints
+  tunnelAddress: number;      // masquerade source towards other nodes (0: use nodeIP)
+  serviceNet: number; serviceMask: number;
+  remoteNodes: RemoteNode[];
+  tunnelMtu: number;          // 1480 on a 1500-byte underlay
+  fullyRandom: boolean;       // MASQUERADE --random-fully (kube-proxy sets it)
+  avoidReuseMs: number;       // keep a (masq addr, port, backend) out of use this long after release
+}
+
+// Pipeline drop reasons follow the parser's.
+const PARSE_REASONS = DROP_REASON_NAMES.length;
+export const DROP_NO_SERVICE = PARSE_REASONS + 0;
+export const DROP_RULE = PARSE_REASONS + 1;
+export const DROP_REJECT = PARSE_REASONS + 2;
+export const DROP_CT_FULL = PARSE_REASONS + 3;
+export const DROP_NAT_EXHAUSTED = PARSE_REASONS + 4;
+export const DROP_CT_INVALID = PARSE_REASONS + 5;
+export const DROP_NEEDS_FRAG = PARSE_REASONS + 6;
+export const DROP_FRAG_NEEDED_SENT = PARSE_REASONS + 7;
+export const DROP_IPIP_UNKNOWN_PEER = PARSE_REASONS + 8;
+export const DROP_IPIP_BAD_INNER = PARSE_REASONS + 9;
+export const DROP_ICMP_NO_CONN = PARSE_REASONS + 10;
+export const ALL_DROP_REASONS: readonly string[] = [...DROP_REASON_NAMES, 'no-service', 'rule-drop', 'rule-reject',
+  'conntrack-full', 'nat-ports-exhausted', 'conntrack-invalid', 'needs-fragmentation', 'frag-needed-sent',
+  'ipip-unknown-peer', 'ipip-bad-inner', 'icmp-error-without-connection'];
+
+// Packet/byte counters, index = direction*2 (+1 for bytes).
+export const C_RX_TUN = 0, C_RX_IPIP = 2, C_TX_LOCAL = 4, C_TX_IPIP = 6, C_TX_GENERATED = 8,
+  C_NEW_CONN = 10, C_DNAT = 11, C_SNAT = 12, C_NAT_CLASH = 13, C_BATCHES = 14, C_COUNTERS = 16;
+
+export class Pipeline {
+  matcher: Matcher;
+  readonly ct: ConntrackTable;
+  readonly counters = new Float64Array(C_COUNTERS);
+  readonly drops = new Float64Array(ALL_DROP_REASONS.length);
+  /** Packets kube-tun itself originates (ICMP errors), flushed after each batch. */
+  readonly generated = new PacketBatch(64);
+  private readonly m = new PacketMeta();
+  private readonly dec = new NatDecision();
+  private readonly rng = new RandomPool();
+  private ipId = 1;
+  private readonly remoteNet: Uint32Array; private readonly remoteMask: Uint32Array; private readonly remoteIP: Uint32Array;
+
+  constructor(private readonly s: DataPathSettings, matcher: Matcher, ct: ConntrackTable) {
+    this.matcher = matcher;
+    this.ct = ct;
+    const n = s.remoteNodes.length;
+    this.remoteNet = new Uint32Array(n); this.remoteMask = new Uint32Array(n); this.remoteIP = new Uint32Array(n);
+    s.remoteNodes.forEach((r, i) => { this.remoteNet[i] = r.podNet; this.remoteMask[i] = r.podMask; this.remoteIP[i] = r.nodeIP; });
+  }
+
+  /** Packets the kernel routed into the TUN. */
+  processTunBatch(b: PacketBatch, nowMs: number): void {
+    this.counters[C_BATCHES]++;
+    for (let i = 0; i < b.count; i++) {
+      this.counters[C_RX_TUN]++; this.counters[C_RX_TUN + 1] += b.lens[i];
+      this.processPacket(b, i, nowMs);
+    }
+  }
+
+  /** Whole IPIP packets from the raw socket: check the peer, strip the outer header, process the inner. */
+  processIpipBatch(b: PacketBatch, nowMs: number): void {
+    this.counters[C_BATCHES]++;
+    const m = this.m, buf = b.slab;
+    for (let i = 0; i < b.count; i++) {
+      this.counters[C_RX_IPIP]++; this.counters[C_RX_IPIP + 1] += b.lens[i];
+      const reason = parseIpv4(buf, b.offs[i], b.lens[i], m, true);
+      if (reason !== 0) { this.drop(b, i, reason); continue; }
+      if (this.remoteIndexOfNode(m.src) < 0) { this.drop(b, i, DROP_IPIP_UNKNOWN_PEER); continue; }
+      const innerOff = m.l4off, innerLen = m.totalLen - m.ihl;
+      if (innerLen < 20) { this.drop(b, i, DROP_IPIP_BAD_INNER); continue; }
+      b.offs[i] = innerOff; b.lens[i] = innerLen;
+      this.processPacket(b, i, nowMs);
+    }
+  }
+
+  private drop(b: PacketBatch, i: number, reason: number): void {
+    this.drops[reason]++;
+    b.lens[i] = 0;
+  }
+
+  private processPacket(b: PacketBatch, i: number, nowMs: number): void {
+    const buf = b.slab, m = this.m, ct = this.ct;
+    const off = b.offs[i], len = b.lens[i];
+    const reason = parseIpv4(buf, off, len, m, false);
+    if (reason !== 0) { this.drop(b, i, reason); return; }
+    if (m.isIcmpError) { this.processIcmpError(b, i); return; }
+
+    let h = ct.lookup(m.proto, m.src, m.dst, m.sport, m.dport, nowMs);
+    if (h < 0) {
+      h = this.newConnection(b, i, nowMs);
+      if (h < 0) return;
+    }
+    const slot = h >> 1, dir = h & 1;
+    if (!ct.update(slot, dir, m.tcpFlags, m.l4len - m.l4hdrLen, m.totalLen, nowMs)) { this.drop(b, i, DROP_CT_INVALID); return; }
+
+    // netfilter style: the packet is rewritten to the inverse of the opposite direction's tuple.
+    let nSrc: number, nDst: number, nSport: number, nDport: number;
+    if (dir === DIR_ORIGINAL) {
+      nSrc = ct.replyDst(slot); nDst = ct.replySrc(slot); nSport = ct.replyDport(slot); nDport = ct.replySport(slot);
+    } else {
+      nSrc = ct.origDst(slot); nDst = ct.origSrc(slot); nSport = ct.origDport(slot); nDport = ct.origSport(slot);
+    }
+    // Route first: a packet too big for the tunnel is answered with frag-needed quoting it as the
+    // sender sent it, so the sender's PMTU discovery sees its own addresses.
+    const remote = this.remoteIndexOf(nDst);
+    if (remote >= 0 && m.totalLen > this.s.tunnelMtu) {
+      if (m.df) this.sendFragNeeded(buf, off, m.totalLen, m.src);
+      this.drop(b, i, m.df ? DROP_FRAG_NEEDED_SENT : DROP_NEEDS_FRAG);
+      return;
+    }
+    if (nDst !== m.dst || nDport !== m.dport) rewriteDst(buf, m, nDst, nDport);
+    if (nSrc !== m.src || nSport !== m.sport) rewriteSrc(buf, m, nSrc, nSport);
+    this.emit(b, i, remote, m.totalLen);
+  }
+
+  /** A conntrack miss: consult the rules, pick the NAT binding, create the entry. Returns the handle or -1. */
+  private newConnection(b: PacketBatch, i: number, nowMs: number): number {
+    const m = this.m, dec = this.dec, s = this.s;
+    this.matcher.match(m.proto, m.src, m.dst, m.sport, m.dport, nowMs, dec);
+    if (dec.action === NAT_DROP) { this.drop(b, i, DROP_RULE); return -1; }
+    if (dec.action === NAT_REJECT) {
+      this.sendUnreachable(b.slab, b.offs[i], m.totalLen, m.src, 3 /* port unreachable */);
+      this.drop(b, i, DROP_REJECT);
+      return -1;
+    }
+    let rSrc = m.dst, rSport = m.dport, rDst = m.src, rDport = m.sport;
+    if (dec.action === NAT_DNAT) {
+      rSrc = dec.addr; rSport = dec.port;
+      this.counters[C_DNAT]++;
+    } else if (((m.dst & s.serviceMask) >>> 0) === s.serviceNet) {
+      // A service address nobody serves: the kernel would send it to the default route; there is
+      // none behind a ClusterIP, so it ends here.
+      this.drop(b, i, DROP_NO_SERVICE);
+      return -1;
+    }
+    if (dec.masquerade) {
+      // MASQUERADE uses the source address of the route towards the (translated) destination.
+      rDst = this.remoteIndexOf(rSrc) >= 0 && s.tunnelAddress !== 0 ? s.tunnelAddress : s.nodeIP;
+      const port = chooseMasqPort(this.ct, m.proto, m.sport, rDst, rSrc, rSport, nowMs, this.rng, s.fullyRandom, s.avoidReuseMs);
+      if (port < 0) { this.counters[C_NAT_CLASH]++; this.drop(b, i, DROP_NAT_EXHAUSTED); return -1; }
+      rDport = port;
+      this.counters[C_SNAT]++;
+    }
+    const slot = this.ct.create(m.proto, m.src, m.dst, m.sport, m.dport, rSrc, rDst, rSport, rDport, nowMs);
+    if (slot < 0) { this.drop(b, i, DROP_CT_FULL); return -1; }
+    this.ct.setUser(slot, dec.ruleRef);
+    this.counters[C_NEW_CONN]++;
+    return slot << 1;
+  }
+
+  /** ICMP errors belong to the connection they quote (RELATED); un-NAT outer and quoted headers. */
+  private processIcmpError(b: PacketBatch, i: number): void {
+    const m = this.m, ct = this.ct, buf = b.slab;
+    // The quoted packet travelled the other way: look up its inverse.
+    const h = ct.lookup(m.innerProto, m.innerDst, m.innerSrc, m.innerDport, m.innerSport, 0);
+    if (h < 0) {
+      // Not ours to translate (e.g. an error about a packet we never saw): pass it on unchanged.
+      this.drops[DROP_ICMP_NO_CONN]++;
+      this.emit(b, i, this.remoteIndexOf(m.dst), m.totalLen);
+      return;
+    }
+    const slot = h >> 1, dir = h & 1;
+    // The quoted packet must read as it looked on the far side: the tuple of the other direction.
+    let qSrc: number, qDst: number, qSport: number, qDport: number, mySrc: number;
+    if (dir === DIR_ORIGINAL) {
+      qSrc = ct.replySrc(slot); qDst = ct.replyDst(slot); qSport = ct.replySport(slot); qDport = ct.replyDport(slot);
+      mySrc = ct.origSrc(slot);
+    } else {
+      qSrc = ct.origSrc(slot); qDst = ct.origDst(slot); qSport = ct.origSport(slot); qDport = ct.origDport(slot);
+      mySrc = ct.replySrc(slot);
+    }
+    if (m.innerSrc !== qSrc || m.innerSport !== qSport) rewriteIcmpInnerSrc(buf, m, qSrc, qSport);
+    if (m.innerDst !== qDst || m.innerDport !== qDport) rewriteIcmpInnerDst(buf, m, qDst, qDport);
+    // Outer: to the quoted packet's sender; from the address it talked to if the error came from the peer itself.
+    if (m.dst !== qSrc) rewriteDst(buf, m, qSrc, 0);
+    if (m.src === mySrc && m.src !== qDst) rewriteSrc(buf, m, qDst, 0);
+    this.emit(b, i, this.remoteIndexOf(qSrc), m.totalLen);
+  }
+
+  private emit(b: PacketBatch, i: number, remote: number, len: number): void {
+    if (remote < 0) {
+      b.lens[i] = len;
+      this.counters[C_TX_LOCAL]++; this.counters[C_TX_LOCAL + 1] += len;
+      return;
+    }
+    const off = b.offs[i];
+    if (off < IPIP_HEADER_LEN || (off % SLOT_SIZE) < IPIP_HEADER_LEN) {
+      // No headroom (cannot happen for slots read with HEADROOM, guard anyway).
+      this.drop(b, i, DROP_NEEDS_FRAG);
+      return;
+    }
+    b.offs[i] = encapIpip(b.slab, off, len, this.s.nodeIP, this.remoteIP[remote], this.nextIpId(), true);
+    b.lens[i] = len + IPIP_HEADER_LEN;
+    this.counters[C_TX_IPIP]++; this.counters[C_TX_IPIP + 1] += len + IPIP_HEADER_LEN;
+  }
+
+  private nextIpId(): number {
+    this.ipId = (this.ipId + 1) & 0xffff;
+    return this.ipId;
+  }
+
+  private sendFragNeeded(buf: Buffer, off: number, len: number, to: number): void {
+    const g = this.generated;
+    if (g.count >= g.capacity) return;
+    const at = g.count * SLOT_SIZE + HEADROOM;
+    const n = writeIcmpFragNeeded(g.slab, at, buf, off, len, this.s.nodeIP, this.s.tunnelMtu);
+    this.queueGenerated(at, n, to);
+  }
+
+  private sendUnreachable(buf: Buffer, off: number, len: number, to: number, code: number): void {
+    const g = this.generated;
+    if (g.count >= g.capacity) return;
+    const at = g.count * SLOT_SIZE + HEADROOM;
+    const n = writeIcmpUnreachable(g.slab, at, buf, off, len, this.s.nodeIP, code);
+    this.queueGenerated(at, n, to);
+  }
+
+  private queueGenerated(at: number, n: number, to: number): void {
+    const g = this.generated, k = g.count++;
+    g.offs[k] = at; g.lens[k] = n;
+    const remote = this.remoteIndexOf(to);
+    if (remote >= 0) {
+      g.offs[k] = encapIpip(g.slab, at, n, this.s.nodeIP, this.remoteIP[remote], this.nextIpId(), true);
+      g.lens[k] = n + IPIP_HEADER_LEN;
+    }
+    this.counters[C_TX_GENERATED]++; this.counters[C_TX_GENERATED + 1] += g.lens[k];
+  }
+
+  private remoteIndexOf(addr: number): number {
+    for (let r = 0; r < this.remoteNet.length; r++) if (((addr & this.remoteMask[r]) >>> 0) === this.remoteNet[r]) return r;
+    return -1;
+  }
+
+  private remoteIndexOfNode(addr: number): number {
+    for (let r = 0; r < this.remoteIP.length; r++) if (this.remoteIP[r] === addr) return r;
+    return -1;
+  }
+}

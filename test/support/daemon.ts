@@ -1,0 +1,60 @@
+// Start kube-tun (the compiled CLI) inside a lab node namespace and talk to it.
+import { execFileSync, ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Lab, LAB_CONFIG, REPO_ROOT, NodeName, NODES, sleep } from '../../scripts/lab';
+
+export const CLI = path.join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js');
+
+export interface RunningDaemon {
+  node: NodeName; socket: string; logFile: string; child: ChildProcess;
+  cli(args: string[]): string;
+  log(): string;
+  stop(): Promise<void>;
+}
+
+export async function startKubeTun(lab: Lab, node: NodeName, extra: string[] = [], config = LAB_CONFIG): Promise<RunningDaemon> {
+  const short = NODES.find((n) => n.name === node)!.short;
+  const socket = path.join(lab.dir, `${short}.sock`);
+  const logFile = path.join(lab.dir, `kube-tun-${short}.log`);
+  const child = lab.spawn(lab.nodeNs(node), [process.execPath, CLI, 'run', '--config', config, '--hostname-override', node,
+    '--tun', 'kt0', '--control-socket', socket, '--log-level', 'debug', ...extra], { logFile });
+  const d: RunningDaemon = {
+    node, socket, logFile, child,
+    cli: (args) => execFileSync(process.execPath, [CLI, ...args, '--control-socket', socket], { encoding: 'utf8' }),
+    log: () => fs.readFileSync(logFile, 'utf8'),
+    stop: async () => {
+      if (child.exitCode !== null) return;
+      child.kill('SIGTERM');
+      for (let i = 0; i < 50 && child.exitCode === null; i++) await sleep(50);
+    },
+  };
+  const deadline = Date.now() + 15_000;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`kube-tun on ${node} exited ${child.exitCode}:\n${d.log()}`);
+    if (fs.existsSync(logFile) && d.log().includes('"msg":"ready"')) return d;
+    await sleep(50);
+  }
+  throw new Error(`kube-tun on ${node} not ready after 15 s:\n${d.log()}`);
+}
+
+/** Parse demoapp-style answers: "ClientIP: a, ServerName: n, ServerIP: s". */
+export function parseAnswers(out: string): { client: string; server: string; serverIp: string }[] {
+  const res: { client: string; server: string; serverIp: string }[] = [];
+  for (const m of out.matchAll(/ClientIP: ([0-9.]+), ServerName: (\S+), ServerIP: ([0-9.]+)/g)) {
+    res.push({ client: m[1], server: m[2], serverIp: m[3] });
+  }
+  return res;
+}
+
+export function countBy<T>(xs: T[], key: (x: T) => string): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const x of xs) out[key(x)] = (out[key(x)] ?? 0) + 1;
+  return out;
+}
+
+/** Half-width of a two-sided binomial interval at 99.9% (normal approximation, z = 3.29). */
+export function binomialBound(n: number, p: number): [number, number] {
+  const sd = Math.sqrt(n * p * (1 - p));
+  return [Math.floor(n * p - 3.29 * sd), Math.ceil(n * p + 3.29 * sd)];
+}
