@@ -196,6 +196,15 @@ describe(`TunDevice in netns ${NS}`, () => {
     expect(r).toMatchObject({ threw: true, message: 'TUNSETIFF lo: Invalid argument', code: 'EINVAL', syscall: 'TUNSETIFF' });
   });
 
+  it('attaches to an existing persistent TUN device', async () => {
+    sh('ip', ['-n', NS, 'tuntap', 'add', 'dev', 'ktpersist0', 'mode', 'tun']);
+    try {
+      expect(await h().call('openError', { name: 'ktpersist0' })).toEqual({ threw: false });
+    } finally {
+      sh('ip', ['-n', NS, 'tuntap', 'del', 'dev', 'ktpersist0', 'mode', 'tun']);
+    }
+  });
+
   it('reads queued packets in batches with one call, bytes intact', async () => {
     const N = 50;
     const PORT = 5555;
