@@ -42,6 +42,21 @@ export interface LabOptions {
   nodes?: NodeName[];   // which nodes to build (pods of other nodes are skipped)
   outside?: boolean;    // build the outside client on the underlay
   prefix?: string;
+  /** Kernel twin of the lab (benchmarks): the kernel does the service NAT instead of kube-tun. */
+  kernelNat?: boolean | KernelNatOptions;
+}
+
+export const SERVICE_CIDR = '10.96.0.0/12';
+export type IptablesBackend = 'legacy' | 'nft';
+/**
+ * The kernel side of a benchmark: nodes route each other's pod CIDRs over the underlay (this kernel
+ * has no IPIP module, so no tunnel), and each node namespace gets the rules `kube-tun rules`
+ * renders for it from the same config, loaded with iptables-restore of the chosen backend.
+ */
+export interface KernelNatOptions {
+  backend?: IptablesBackend;   // default legacy
+  configs?: string[];          // default [LAB_CONFIG]
+  loadRules?: boolean;         // default true; false: routes only, load later with loadKernelRules()
 }
 
 function run(cmd: string, args: string[], input?: string): string {
@@ -50,6 +65,16 @@ function run(cmd: string, args: string[], input?: string): string {
   } catch (e: any) {
     const err = (e.stderr || '').toString().trim();
     throw new Error(`${cmd} ${args.join(' ')}: ${err || e.message}`);
+  }
+}
+
+/** `run` for outputs beyond execFileSync's 1 MiB default (rule sets of 10,000s of services). */
+function runLarge(cmd: string, args: string[], input?: string): string {
+  try {
+    return execFileSync(cmd, args, { encoding: 'utf8', input, stdio: ['pipe', 'pipe', 'pipe'], maxBuffer: 1 << 30 });
+  } catch (e: any) {
+    const err = (e.stderr || '').toString().trim();
+    throw new Error(`${cmd} ${args.join(' ')}: ${err.slice(0, 2000) || e.message}`);
   }
 }
 
@@ -69,8 +94,13 @@ export class Lab {
     this.nodes = NODES.filter((n) => want.has(n.name));
     this.pods = PODS.filter((p) => want.has(p.node));
     this.outside = opts.outside ?? this.nodes.length > 1;
+    if (opts.kernelNat) {
+      const k = opts.kernelNat === true ? {} : opts.kernelNat;
+      this.kernelNat = { backend: k.backend ?? 'legacy', configs: k.configs ?? [LAB_CONFIG], loadRules: k.loadRules ?? true };
+    }
   }
   readonly outside: boolean;
+  readonly kernelNat?: Required<KernelNatOptions>;
 
   ns(name: string): string { return `${this.prefix}-${name}`; }
   nodeNs(node: NodeName): string { return this.ns(NODES.find((n) => n.name === node)!.short); }
@@ -98,6 +128,7 @@ export class Lab {
     fs.writeFileSync(path.join(STATE_DIR, this.prefix), `${process.pid}\n`);
     try {
       this.buildTopology();
+      if (this.kernelNat) this.setupKernelNat();
       await this.startServers();
     } catch (e) {
       await this.destroy();
@@ -149,6 +180,41 @@ export class Lab {
       this.ip(nns, `addr add 169.254.1.1/32 dev ${hostIf} scope link`);
       this.sysctl(nns, `net.ipv4.conf.${hostIf}.rp_filter=0`);
       this.ip(nns, `route add ${pod.ip}/32 dev ${hostIf} scope link`);
+    }
+  }
+
+  private setupKernelNat(): void {
+    const k = this.kernelNat!;
+    for (const node of this.nodes) {
+      const ns = this.nodeNs(node.name);
+      for (const other of this.nodes) {
+        if (other !== node) this.ip(ns, `route add ${other.podCidr} via ${other.underlayIp} dev em1`);
+      }
+      // Node-originated packets to a ClusterIP need a route before OUTPUT's DNAT re-routes them.
+      this.ip(ns, `route add ${SERVICE_CIDR} dev em1`);
+      if (k.loadRules) this.loadKernelRules(node.name, renderKernelRules(node.name, k.configs));
+    }
+  }
+
+  /** Run iptables / iptables-save / iptables-restore of a backend in a node's namespace. */
+  iptables(node: NodeName, tool: 'iptables' | 'iptables-save' | 'iptables-restore', args: string[] = [], opts: { backend?: IptablesBackend; input?: string } = {}): string {
+    const backend = opts.backend ?? this.kernelNat?.backend ?? 'legacy';
+    const bin = tool.replace(/^iptables/, `iptables-${backend}`);
+    return runLarge('ip', ['netns', 'exec', this.nodeNs(node), bin, ...args], opts.input);
+  }
+
+  /** Load iptables-save text into a node namespace; returns the wall time in ms (incl. `ip netns exec`). */
+  loadKernelRules(node: NodeName, text: string, opts: { backend?: IptablesBackend; noflush?: boolean } = {}): number {
+    const t0 = process.hrtime.bigint();
+    this.iptables(node, 'iptables-restore', ['-w', ...(opts.noflush ? ['--noflush'] : [])], { backend: opts.backend, input: text });
+    return Number(process.hrtime.bigint() - t0) / 1e6;
+  }
+
+  /** Empty the filter, nat and mangle tables of one backend in a node namespace. */
+  flushKernelRules(node: NodeName, backend?: IptablesBackend): void {
+    for (const t of ['filter', 'nat', 'mangle']) {
+      this.iptables(node, 'iptables', ['-w', '-t', t, '-F'], { backend });
+      this.iptables(node, 'iptables', ['-w', '-t', t, '-X'], { backend });
     }
   }
 
@@ -253,6 +319,13 @@ export function collectStaleLabs(): string[] {
     removed.push(prefix);
   }
   return removed;
+}
+
+/** kube-proxy's iptables-save text for one node, as `kube-tun rules` renders it (needs dist/). */
+export function renderKernelRules(node: NodeName, configs: string[] = [LAB_CONFIG], extra: string[] = []): string {
+  const cli = path.join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js');
+  if (!fs.existsSync(cli)) throw new Error(`${cli} missing: run \`npm run build\` first`);
+  return runLarge(process.execPath, [cli, 'rules', ...configs.flatMap((c) => ['--config', c]), '--hostname-override', node, ...extra]);
 }
 
 export function sleep(ms: number): Promise<void> { return new Promise((r) => setTimeout(r, ms)); }

@@ -4,9 +4,9 @@
 import { PacketBatch, HEADROOM, SLOT_SIZE } from '../netstack/tun';
 import {
   PacketMeta, parseIpv4, DROP_REASON_NAMES, rewriteSrc, rewriteDst, rewriteIcmpInnerSrc, rewriteIcmpInnerDst,
-  encapIpip, IPIP_HEADER_LEN, writeIcmpFragNeeded, writeIcmpUnreachable,
+  encapIpip, decapIpip, IPIP_HEADER_LEN, mayReplyWithIcmpError, writeIcmpFragNeeded, writeIcmpUnreachable,
 } from '../netstack';
-import { ConntrackTable, DIR_ORIGINAL, chooseMasqPort, RandomPool } from '../conntrack';
+import { ConntrackTable, DIR_ORIGINAL, chooseMasqPort, RandomPool, CT_CREATE_CLASH, CT_CREATE_FULL } from '../conntrack';
 import { Matcher, NatDecision, NAT_DNAT, NAT_DROP, NAT_REJECT } from '../nat';
 
 export interface RemoteNode { name: string; nodeIP: number; podNet: number; podMask: number }
@@ -77,12 +77,10 @@ export class Pipeline {
     const m = this.m, buf = b.slab;
     for (let i = 0; i < b.count; i++) {
       this.counters[C_RX_IPIP]++; this.counters[C_RX_IPIP + 1] += b.lens[i];
-      const reason = parseIpv4(buf, b.offs[i], b.lens[i], m, true);
+      const reason = decapIpip(buf, b.offs[i], b.lens[i], m);
       if (reason !== 0) { this.drop(b, i, reason); continue; }
       if (this.remoteIndexOfNode(m.src) < 0) { this.drop(b, i, DROP_IPIP_UNKNOWN_PEER); continue; }
-      const innerOff = m.l4off, innerLen = m.totalLen - m.ihl;
-      if (innerLen < 20) { this.drop(b, i, DROP_IPIP_BAD_INNER); continue; }
-      b.offs[i] = innerOff; b.lens[i] = innerLen;
+      b.offs[i] = m.l4off; b.lens[i] = m.l4len;
       this.processPacket(b, i, nowMs);
     }
   }
@@ -99,7 +97,8 @@ export class Pipeline {
     if (reason !== 0) { this.drop(b, i, reason); return; }
     if (m.isIcmpError) { this.processIcmpError(b, i); return; }
 
-    let h = ct.lookup(m.proto, m.src, m.dst, m.sport, m.dport, nowMs);
+    // With the TCP flags, a SYN that reopens a TIME_WAIT connection replaces the old entry (new NAT choice).
+    let h = ct.lookup(m.proto, m.src, m.dst, m.sport, m.dport, nowMs, m.proto === 6 ? m.tcpFlags : -1);
     if (h < 0) {
       h = this.newConnection(b, i, nowMs);
       if (h < 0) return;
@@ -108,17 +107,21 @@ export class Pipeline {
     if (!ct.update(slot, dir, m.tcpFlags, m.l4len - m.l4hdrLen, m.totalLen, nowMs)) { this.drop(b, i, DROP_CT_INVALID); return; }
 
     // netfilter style: the packet is rewritten to the inverse of the opposite direction's tuple.
+    // ICMP echo tuples are (id, 0) in both directions: the id is the "source port" either way.
     let nSrc: number, nDst: number, nSport: number, nDport: number;
+    const icmp = m.proto === 1;
     if (dir === DIR_ORIGINAL) {
-      nSrc = ct.replyDst(slot); nDst = ct.replySrc(slot); nSport = ct.replyDport(slot); nDport = ct.replySport(slot);
+      nSrc = ct.replyDst(slot); nDst = ct.replySrc(slot);
+      nSport = icmp ? ct.replySport(slot) : ct.replyDport(slot); nDport = icmp ? 0 : ct.replySport(slot);
     } else {
-      nSrc = ct.origDst(slot); nDst = ct.origSrc(slot); nSport = ct.origDport(slot); nDport = ct.origSport(slot);
+      nSrc = ct.origDst(slot); nDst = ct.origSrc(slot);
+      nSport = icmp ? ct.origSport(slot) : ct.origDport(slot); nDport = icmp ? 0 : ct.origSport(slot);
     }
     // Route first: a packet too big for the tunnel is answered with frag-needed quoting it as the
     // sender sent it, so the sender's PMTU discovery sees its own addresses.
     const remote = this.remoteIndexOf(nDst);
     if (remote >= 0 && m.totalLen > this.s.tunnelMtu) {
-      if (m.df) this.sendFragNeeded(buf, off, m.totalLen, m.src);
+      if (m.df && mayReplyWithIcmpError(m)) this.sendFragNeeded(buf, off, m.totalLen, m.src);
       this.drop(b, i, m.df ? DROP_FRAG_NEEDED_SENT : DROP_NEEDS_FRAG);
       return;
     }
@@ -133,13 +136,15 @@ export class Pipeline {
     this.matcher.match(m.proto, m.src, m.dst, m.sport, m.dport, nowMs, dec);
     if (dec.action === NAT_DROP) { this.drop(b, i, DROP_RULE); return -1; }
     if (dec.action === NAT_REJECT) {
-      this.sendUnreachable(b.slab, b.offs[i], m.totalLen, m.src, 3 /* port unreachable */);
+      if (mayReplyWithIcmpError(m)) this.sendUnreachable(b.slab, b.offs[i], m.totalLen, m.src, 3 /* port unreachable */);
       this.drop(b, i, DROP_REJECT);
       return -1;
     }
-    let rSrc = m.dst, rSport = m.dport, rDst = m.src, rDport = m.sport;
+    const icmp = m.proto === 1;
+    let rSrc = m.dst, rSport = icmp ? m.sport : m.dport, rDst = m.src, rDport = icmp ? 0 : m.sport;
     if (dec.action === NAT_DNAT) {
-      rSrc = dec.addr; rSport = dec.port;
+      rSrc = dec.addr;
+      if (!icmp) rSport = dec.port;
       this.counters[C_DNAT]++;
     } else if (((m.dst & s.serviceMask) >>> 0) === s.serviceNet) {
       // A service address nobody serves: the kernel would send it to the default route; there is
@@ -150,23 +155,45 @@ export class Pipeline {
     if (dec.masquerade) {
       // MASQUERADE uses the source address of the route towards the (translated) destination.
       rDst = this.remoteIndexOf(rSrc) >= 0 && s.tunnelAddress !== 0 ? s.tunnelAddress : s.nodeIP;
-      const port = chooseMasqPort(this.ct, m.proto, m.sport, rDst, rSrc, rSport, nowMs, this.rng, s.fullyRandom, s.avoidReuseMs);
+      const port = this.masqPort(rDst, rSrc, rSport, nowMs);
       if (port < 0) { this.counters[C_NAT_CLASH]++; this.drop(b, i, DROP_NAT_EXHAUSTED); return -1; }
-      rDport = port;
+      if (icmp) rSport = port; else rDport = port;
       this.counters[C_SNAT]++;
     }
-    const slot = this.ct.create(m.proto, m.src, m.dst, m.sport, m.dport, rSrc, rDst, rSport, rDport, nowMs);
-    if (slot < 0) { this.drop(b, i, DROP_CT_FULL); return -1; }
+    let slot = this.ct.create(m.proto, m.src, m.dst, m.sport, m.dport, rSrc, rDst, rSport, rDport, nowMs, m.icmpType, m.icmpCode);
+    if (slot === CT_CREATE_CLASH && !dec.masquerade) {
+      // The translated reply tuple is taken (the client also talks to the endpoint directly from
+      // the same port): like the kernel, keep the address and remap the source port.
+      this.counters[C_NAT_CLASH]++;
+      const port = this.masqPort(rDst, rSrc, rSport, nowMs);
+      if (port >= 0) {
+        if (icmp) rSport = port; else rDport = port;
+        slot = this.ct.create(m.proto, m.src, m.dst, m.sport, m.dport, rSrc, rDst, rSport, rDport, nowMs, m.icmpType, m.icmpCode);
+      }
+    }
+    if (slot < 0) { this.drop(b, i, slot === CT_CREATE_FULL ? DROP_CT_FULL : DROP_NAT_EXHAUSTED); return -1; }
     this.ct.setUser(slot, dec.ruleRef);
     this.counters[C_NEW_CONN]++;
     return slot << 1;
+  }
+
+  /** A free source port (ICMP: echo id) for a connection from natAddr to peer:peerPort. */
+  private masqPort(natAddr: number, peer: number, peerPort: number, nowMs: number): number {
+    const m = this.m;
+    // A SYN may reclaim a port whose previous SNAT'ed connection is closing and idle past the
+    // reuse hold, as the kernel's last attempts do.
+    const evictClosing = m.proto === 6 && (m.tcpFlags & 0x02) !== 0;
+    return chooseMasqPort(this.ct, m.proto, m.sport, natAddr, peer, m.proto === 1 ? 0 : peerPort, nowMs, this.rng,
+      this.s.fullyRandom, this.s.avoidReuseMs, 0, 0, evictClosing);
   }
 
   /** ICMP errors belong to the connection they quote (RELATED); un-NAT outer and quoted headers. */
   private processIcmpError(b: PacketBatch, i: number): void {
     const m = this.m, ct = this.ct, buf = b.slab;
     // The quoted packet travelled the other way: look up its inverse.
-    const h = ct.lookup(m.innerProto, m.innerDst, m.innerSrc, m.innerDport, m.innerSport, 0);
+    const h = m.innerProto === 1
+      ? ct.lookup(1, m.innerDst, m.innerSrc, m.innerSport, 0, 0)
+      : ct.lookup(m.innerProto, m.innerDst, m.innerSrc, m.innerDport, m.innerSport, 0);
     if (h < 0) {
       // Not ours to translate (e.g. an error about a packet we never saw): pass it on unchanged.
       this.drops[DROP_ICMP_NO_CONN]++;
@@ -198,12 +225,9 @@ export class Pipeline {
       return;
     }
     const off = b.offs[i];
-    if (off < IPIP_HEADER_LEN || (off % SLOT_SIZE) < IPIP_HEADER_LEN) {
-      // No headroom (cannot happen for slots read with HEADROOM, guard anyway).
-      this.drop(b, i, DROP_NEEDS_FRAG);
-      return;
-    }
-    b.offs[i] = encapIpip(b.slab, off, len, this.s.nodeIP, this.remoteIP[remote], this.nextIpId(), true);
+    const start = encapIpip(b.slab, off, len, this.s.nodeIP, this.remoteIP[remote], this.nextIpId(), true);
+    if (start < 0) { this.drop(b, i, DROP_NEEDS_FRAG); return; }
+    b.offs[i] = start;
     b.lens[i] = len + IPIP_HEADER_LEN;
     this.counters[C_TX_IPIP]++; this.counters[C_TX_IPIP + 1] += len + IPIP_HEADER_LEN;
   }
@@ -218,7 +242,7 @@ export class Pipeline {
     if (g.count >= g.capacity) return;
     const at = g.count * SLOT_SIZE + HEADROOM;
     const n = writeIcmpFragNeeded(g.slab, at, buf, off, len, this.s.nodeIP, this.s.tunnelMtu);
-    this.queueGenerated(at, n, to);
+    if (n > 0) this.queueGenerated(at, n, to);
   }
 
   private sendUnreachable(buf: Buffer, off: number, len: number, to: number, code: number): void {
@@ -226,7 +250,7 @@ export class Pipeline {
     if (g.count >= g.capacity) return;
     const at = g.count * SLOT_SIZE + HEADROOM;
     const n = writeIcmpUnreachable(g.slab, at, buf, off, len, this.s.nodeIP, code);
-    this.queueGenerated(at, n, to);
+    if (n > 0) this.queueGenerated(at, n, to);
   }
 
   private queueGenerated(at: number, n: number, to: number): void {
@@ -234,7 +258,9 @@ export class Pipeline {
     g.offs[k] = at; g.lens[k] = n;
     const remote = this.remoteIndexOf(to);
     if (remote >= 0) {
-      g.offs[k] = encapIpip(g.slab, at, n, this.s.nodeIP, this.remoteIP[remote], this.nextIpId(), true);
+      const start = encapIpip(g.slab, at, n, this.s.nodeIP, this.remoteIP[remote], this.nextIpId(), true);
+      if (start < 0) { g.count--; return; }
+      g.offs[k] = start;
       g.lens[k] = n + IPIP_HEADER_LEN;
     }
     this.counters[C_TX_GENERATED]++; this.counters[C_TX_GENERATED + 1] += g.lens[k];

@@ -24,6 +24,7 @@ export interface RoutingPlan {
 export const DEFAULT_TABLE_FROM_TUN = 100;
 export const DEFAULT_TABLE_TO_TUN = 200;
 // Rule priorities; the local table is moved from 0 to PREF_LOCAL.
+const POD_PROTOS = ['tcp', 'udp', 'icmp'];
 const PREF_FROM_TUN = 100, PREF_FROM_TUN_SKIP = 101, PREF_PODS = 200, PREF_NODEPORT_TCP = 210,
   PREF_NODEPORT_UDP = 211, PREF_LOCAL = 300;
 
@@ -55,7 +56,13 @@ export function setupCommands(p: RoutingPlan): string[][] {
     ['rule', 'add', 'pref', String(PREF_FROM_TUN), 'iif', p.tun, 'lookup', String(p.tableFromTun)],
     ['rule', 'add', 'pref', String(PREF_FROM_TUN_SKIP), 'iif', p.tun, 'goto', String(PREF_LOCAL)],
   );
-  if (p.localPodCIDR) cmds.push(['rule', 'add', 'pref', String(PREF_PODS), 'from', p.localPodCIDR, 'lookup', String(p.tableToTun)]);
+  // Per protocol, not "everything from the pods": ARP's route lookups (protocol 0) for the pods'
+  // gateway must still find the local table, or no pod could resolve its next hop.
+  if (p.localPodCIDR) {
+    for (const [k, proto] of POD_PROTOS.entries()) {
+      cmds.push(['rule', 'add', 'pref', String(PREF_PODS + k), 'from', p.localPodCIDR, 'ipproto', proto, 'lookup', String(p.tableToTun)]);
+    }
+  }
   cmds.push(
     ['rule', 'add', 'pref', String(PREF_NODEPORT_TCP), 'to', p.nodeIP, 'ipproto', 'tcp', 'dport', range, 'lookup', String(p.tableToTun)],
     ['rule', 'add', 'pref', String(PREF_NODEPORT_UDP), 'to', p.nodeIP, 'ipproto', 'udp', 'dport', range, 'lookup', String(p.tableToTun)],
@@ -64,7 +71,7 @@ export function setupCommands(p: RoutingPlan): string[][] {
 }
 
 export function setupRouting(p: RoutingPlan, ip: Runner = ipRunner): void {
-  teardownRouting(p, ip); // idempotent start: a crashed predecessor may have left rules behind
+  teardownRouting(p, ip, false); // idempotent start: a crashed predecessor may have left rules behind
   for (const [k, v] of [['net.ipv4.ip_forward', '1'], ['net.ipv4.conf.all.rp_filter', '0'],
     [`net.ipv4.conf.${p.tun}.rp_filter`, '0'], [`net.ipv4.conf.${p.tun}.accept_local`, '1']]) sysctl(k, v);
   for (const cmd of setupCommands(p)) {
@@ -77,10 +84,10 @@ export function setupRouting(p: RoutingPlan, ip: Runner = ipRunner): void {
 }
 
 /** Remove everything setupRouting added; safe to run any number of times (kube-tun cleanup). */
-export function teardownRouting(p: Pick<RoutingPlan, 'tun' | 'tableFromTun' | 'tableToTun'>, ip: Runner = ipRunner): string[] {
+export function teardownRouting(p: Pick<RoutingPlan, 'tun' | 'tableFromTun' | 'tableToTun'>, ip: Runner = ipRunner, removeLink = true): string[] {
   const removed: string[] = [];
   const rules = ip(['rule', 'show']);
-  for (const pref of [PREF_FROM_TUN, PREF_FROM_TUN_SKIP, PREF_PODS, PREF_NODEPORT_TCP, PREF_NODEPORT_UDP]) {
+  for (const pref of [PREF_FROM_TUN, PREF_FROM_TUN_SKIP, ...POD_PROTOS.map((_, k) => PREF_PODS + k), PREF_NODEPORT_TCP, PREF_NODEPORT_UDP]) {
     while (ip(['rule', 'show', 'pref', String(pref)]).trim()) {
       ip(['rule', 'del', 'pref', String(pref)]);
       removed.push(`rule pref ${pref}`);
@@ -95,12 +102,14 @@ export function teardownRouting(p: Pick<RoutingPlan, 'tun' | 'tableFromTun' | 't
     removed.push(`rule pref ${PREF_LOCAL}`);
   }
   for (const table of [p.tableFromTun, p.tableToTun]) {
-    if (ip(['route', 'show', 'table', String(table)]).trim()) {
+    let routes = '';
+    try { routes = ip(['route', 'show', 'table', String(table)]); } catch { /* table does not exist */ }
+    if (routes.trim()) {
       ip(['route', 'flush', 'table', String(table)]);
       removed.push(`table ${table}`);
     }
   }
-  try {
+  if (removeLink) try {
     ip(['link', 'show', p.tun]);
     ip(['link', 'del', p.tun]);
     removed.push(`link ${p.tun}`);

@@ -7,10 +7,10 @@
  *
  * Incremental update uses RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m'). Unlike RFC 1141's eqn. 2 it never
  * produces 0xFFFF where a full recomputation gives 0x0000 (the corner case of the RFC's example).
- * One caveat shared with Linux `csum_replace*`: if every covered word is zero (possible only for a
+ * One exception (shared with Linux `csum_replace*`): if every covered word is zero (possible only for a
  * degenerate ICMP message: echo reply, id 0, seq 0, no payload) full recomputation gives 0xFFFF and an
- * incremental update gives 0x0000. IP/TCP/UDP can never hit this (the version byte or the pseudo-header
- * protocol is non-zero).
+ * incremental update gives 0x0000. packet.ts corrects that case for ICMP; IP/TCP/UDP can never hit it
+ * (the version byte or the pseudo-header protocol is non-zero).
  */
 
 /** Largest value `fold` handles with 32-bit operators. */
@@ -29,6 +29,24 @@ export function onesSum(buf: Uint8Array, off: number, len: number, initial = 0):
   // A double holds the exact sum up to 2^53; bring it back under 2^32 for `fold`'s 32-bit operators.
   while (sum > U32_MAX) sum = (sum % 0x10000) + Math.floor(sum / 0x10000);
   return sum;
+}
+
+/**
+ * onesSum of exactly 20 bytes (an option-less IPv4 header), unrolled: the per-packet header check.
+ */
+export function onesSum20(buf: Uint8Array, o: number): number {
+  return (
+    ((buf[o] << 8) | buf[o + 1]) +
+    ((buf[o + 2] << 8) | buf[o + 3]) +
+    ((buf[o + 4] << 8) | buf[o + 5]) +
+    ((buf[o + 6] << 8) | buf[o + 7]) +
+    ((buf[o + 8] << 8) | buf[o + 9]) +
+    ((buf[o + 10] << 8) | buf[o + 11]) +
+    ((buf[o + 12] << 8) | buf[o + 13]) +
+    ((buf[o + 14] << 8) | buf[o + 15]) +
+    ((buf[o + 16] << 8) | buf[o + 17]) +
+    ((buf[o + 18] << 8) | buf[o + 19])
+  );
 }
 
 /** Folds a 32-bit one's-complement accumulator into 16 bits (end-around carry). Not complemented. */

@@ -9,7 +9,7 @@
  * ```
  * The checksum covers the whole ICMP message and has no pseudo header.
  */
-import { read16, write16, write32 } from './bytes';
+import { read16, read32, write16, write32 } from './bytes';
 import { checksum } from './checksum';
 import {
   IPPROTO_ICMP,
@@ -89,8 +89,9 @@ export function icmpIsEcho(type: number): boolean {
 
 /**
  * Writes a complete IPv4 + ICMP error datagram at `out[outOff]` about the original packet at
- * `origBuf[origOff .. origOff+origLen)` and returns its length (0 if `out` has no room for even the
- * headers or the original is shorter than an IPv4 header).
+ * `origBuf[origOff .. origOff+origLen)` and returns its length; 0 (nothing sent) if the original is
+ * shorter than an IPv4 header or if `out` / `maxTotal` leave no room for the RFC 792 minimum quote
+ * (original IP header + 8 bytes).
  *
  * - IP: src = `srcAddr`, dst = the original's source, TTL 64, TOS = 0xc0 | (orig TOS & 0x1e), no DF,
  *   ID = `ipId`, valid checksum.
@@ -119,16 +120,17 @@ export function writeIcmpError(
   const room = out.length - outOff;
   if (outOff < 0 || room < ICMP_ERROR_OVERHEAD || maxTotal < ICMP_ERROR_OVERHEAD) return 0;
   let quoteLen = origLen;
+  const origIhl = ipv4HeaderLen(origBuf, origOff);
   const origTotal = read16(origBuf, origOff + IPV4_TOTAL_LEN);
-  if (origTotal >= ipv4HeaderLen(origBuf, origOff) && origTotal < quoteLen) quoteLen = origTotal;
+  if (origTotal >= origIhl && origTotal < quoteLen) quoteLen = origTotal;
+  // RFC 792: the quote must hold at least the IP header + 64 bits of data (or all there is).
+  const minQuote = quoteLen < origIhl + 8 ? quoteLen : origIhl + 8;
   if (quoteLen > maxTotal - ICMP_ERROR_OVERHEAD) quoteLen = maxTotal - ICMP_ERROR_OVERHEAD;
   if (quoteLen > room - ICMP_ERROR_OVERHEAD) quoteLen = room - ICMP_ERROR_OVERHEAD;
+  if (quoteLen < minQuote) return 0;
 
   // Read what we need from the original before the quote move can overwrite it (same buffer case).
-  const origSrc = ((origBuf[origOff + IPV4_SRC] << 24) |
-    (origBuf[origOff + IPV4_SRC + 1] << 16) |
-    (origBuf[origOff + IPV4_SRC + 2] << 8) |
-    origBuf[origOff + IPV4_SRC + 3]) >>> 0;
+  const origSrc = read32(origBuf, origOff + IPV4_SRC);
   const tos = IPTOS_PREC_INTERNETCONTROL | (origBuf[origOff + IPV4_TOS] & IPTOS_TOS_MASK);
 
   const icmpOff = outOff + IPV4_MIN_HEADER_LEN;

@@ -6,7 +6,7 @@
  * Field offsets live in ipv4.ts / tcp.ts / udp.ts / icmp.ts; no code here uses a literal offset.
  */
 import { read16, read32, write16, write32 } from './bytes';
-import { checksum, csumApply, csumDelta16, csumDelta32, pseudoHeaderSum } from './checksum';
+import { checksum, csumApply, csumDelta16, csumDelta32, fold, onesSum, onesSum20, pseudoHeaderSum } from './checksum';
 import {
   ICMP_CHECKSUM,
   ICMP_CODE,
@@ -132,11 +132,14 @@ export class PacketMeta {
   l4off = 0;
   /** totalLen - ihl. (For UDP the datagram may be shorter: see udpLen.) */
   l4len = 0;
-  /** TCP: header length in bytes. */
-  tcpHeaderLen = 0;
+  /** L4 header length in bytes: TCP data offset * 4, UDP 8, ICMP 8, otherwise 0. Payload = l4len - l4hdrLen. */
+  l4hdrLen = 0;
   /** UDP: the UDP length field. */
   udpLen = 0;
-  /** TCP/UDP ports; ICMP echo: sport = identifier, dport = 0; otherwise 0. */
+  /**
+   * TCP/UDP ports. ICMP echo request and reply: sport = identifier, dport = 0 (conntrack's ICMP tuple
+   * (1, src, dst, id, 0) in both directions, as Linux keeps the id in src.u.icmp.id). Otherwise 0.
+   */
   sport = 0;
   dport = 0;
   tcpFlags = 0;
@@ -156,7 +159,7 @@ export class PacketMeta {
   innerProto = 0;
   innerSrc = 0;
   innerDst = 0;
-  /** Quoted TCP/UDP ports; quoted ICMP echo: sport = identifier, dport = 0. */
+  /** Quoted TCP/UDP ports; quoted ICMP echo request/reply: sport = identifier, dport = 0. */
   innerSport = 0;
   innerDport = 0;
   innerL4off = 0;
@@ -186,7 +189,7 @@ export function parseIpv4(
   m.sport = 0;
   m.dport = 0;
   m.tcpFlags = 0;
-  m.tcpHeaderLen = 0;
+  m.l4hdrLen = 0;
   m.udpLen = 0;
   m.icmpType = -1;
   m.icmpCode = -1;
@@ -221,7 +224,8 @@ export function parseIpv4(
   if (ihl < IPV4_MIN_HEADER_LEN || ihl > len) return DropReason.BadIhl;
   const totalLen = read16(buf, off + IPV4_TOTAL_LEN);
   if (totalLen < ihl || totalLen > len) return DropReason.BadTotalLength;
-  if (checksum(buf, off, ihl) !== 0) return DropReason.BadIpChecksum;
+  const hsum = ihl === IPV4_MIN_HEADER_LEN ? onesSum20(buf, off) : onesSum(buf, off, ihl);
+  if (fold(hsum) !== 0xffff) return DropReason.BadIpChecksum;
 
   const flagsFrag = read16(buf, off + IPV4_FLAGS_FRAG);
   const proto = buf[off + IPV4_PROTO];
@@ -246,7 +250,7 @@ export function parseIpv4(
     if (l4len < TCP_MIN_HEADER_LEN) return DropReason.TruncatedL4;
     const thl = (buf[l4off + TCP_DATA_OFF] >>> 4) << 2;
     if (thl < TCP_MIN_HEADER_LEN || thl > l4len) return DropReason.BadTcpHeader;
-    m.tcpHeaderLen = thl;
+    m.l4hdrLen = thl;
     m.sport = read16(buf, l4off + TCP_SRC_PORT);
     m.dport = read16(buf, l4off + TCP_DST_PORT);
     m.tcpFlags = buf[l4off + TCP_FLAGS];
@@ -263,6 +267,7 @@ export function parseIpv4(
     // the IP payload is accepted (the excess is ignored).
     if (ulen < UDP_HEADER_LEN || ulen > l4len) return DropReason.BadUdpLength;
     m.udpLen = ulen;
+    m.l4hdrLen = UDP_HEADER_LEN;
     m.sport = read16(buf, l4off + UDP_SRC_PORT);
     m.dport = read16(buf, l4off + UDP_DST_PORT);
     if (
@@ -281,6 +286,7 @@ export function parseIpv4(
     m.icmpType = type;
     m.icmpCode = buf[l4off + ICMP_CODE];
     m.icmpId = read16(buf, l4off + ICMP_ID);
+    m.l4hdrLen = ICMP_HEADER_LEN;
     if (verifyL4Checksum && checksum(buf, l4off, l4len) !== 0) return DropReason.BadL4Checksum;
     if (icmpIsEcho(type)) {
       m.sport = m.icmpId;
@@ -332,9 +338,16 @@ function parseIcmpInner(buf: Uint8Array, ioff: number, ilen: number, m: PacketMe
  * Applies an accumulated checksum delta to the L4 checksum field of the packet at `l4off` with
  * protocol `proto`. `pseudoDelta` is the part that affects the TCP/UDP pseudo header (addresses; not
  * applied to ICMP), `dataDelta` the part inside the L4 bytes (ports, ICMP id).
- * UDP: checksum 0 (none) stays 0; a result of 0 is written as 0xFFFF. Returns nothing.
+ * UDP: checksum 0 (none) stays 0; a result of 0 is written as 0xFFFF.
  */
-function applyL4Delta(buf: Uint8Array, proto: number, l4off: number, pseudoDelta: number, dataDelta: number): void {
+function applyL4Delta(
+  buf: Uint8Array,
+  proto: number,
+  l4off: number,
+  l4len: number,
+  pseudoDelta: number,
+  dataDelta: number,
+): void {
   if (proto === IPPROTO_TCP) {
     const at = l4off + TCP_CHECKSUM;
     write16(buf, at, csumApply(read16(buf, at), pseudoDelta + dataDelta));
@@ -347,18 +360,31 @@ function applyL4Delta(buf: Uint8Array, proto: number, l4off: number, pseudoDelta
   } else if (proto === IPPROTO_ICMP) {
     if (dataDelta === 0) return;
     const at = l4off + ICMP_CHECKSUM;
-    write16(buf, at, csumApply(read16(buf, at), dataDelta));
+    let c = csumApply(read16(buf, at), dataDelta);
+    // RFC 1624's one exception: if every covered word is zero (echo reply, id 0, seq 0, no data) the
+    // correct checksum is 0xFFFF, while eqn. 3 yields 0x0000 (and so does Linux). Only checked when
+    // the result is 0, i.e. for 1 in 65536 rewrites.
+    if (c === 0 && allZeroExceptChecksum(buf, l4off, l4len)) c = 0xffff;
+    write16(buf, at, c);
   }
+}
+
+/** True if the ICMP message at buf[off .. off+len) is zero apart from its checksum field. */
+function allZeroExceptChecksum(buf: Uint8Array, off: number, len: number): boolean {
+  for (let i = 0; i < len; i++) {
+    if (buf[off + i] !== 0 && i !== ICMP_CHECKSUM && i !== ICMP_CHECKSUM + 1) return false;
+  }
+  return true;
 }
 
 /**
  * Port field offset (relative to the L4 header) of the "port" a rewrite changes, or -1.
- * TCP/UDP: source or destination port. ICMP echo: the identifier, for the source side only
- * (conntrack treats the echo id as the source "port"; the destination "port" is 0).
+ * TCP/UDP: source or destination port. ICMP echo request/reply: the identifier, which is the source
+ * "port" (PacketMeta.sport); an echo's destination "port" is always 0. Other ICMP: none.
  */
-function portField(proto: number, icmpEcho: boolean, isSrc: boolean): number {
+function portField(proto: number, icmpType: number, isSrc: boolean): number {
   if (proto === IPPROTO_TCP || proto === IPPROTO_UDP) return isSrc ? TCP_SRC_PORT : TCP_DST_PORT;
-  if (proto === IPPROTO_ICMP && icmpEcho && isSrc) return ICMP_ID;
+  if (proto === IPPROTO_ICMP && isSrc && icmpIsEcho(icmpType)) return ICMP_ID;
   return -1;
 }
 
@@ -367,7 +393,8 @@ function portField(proto: number, icmpEcho: boolean, isSrc: boolean): number {
  * and the L4 checksum incrementally (RFC 1624), and m.src / m.sport (m.icmpId).
  *
  * - TCP/UDP: `port` is the source port (UDP checksum 0 stays 0, computed 0 becomes 0xFFFF).
- * - ICMP echo request/reply: `port` is the echo identifier (ICMP checksum updated; no pseudo header).
+ * - ICMP echo request/reply: `port` is the echo identifier (= m.sport; the ICMP checksum is updated,
+ *   it has no pseudo header).
  * - ICMP errors and other ICMP: `port` is ignored (only the address changes; ICMP's checksum does not
  *   cover the IP addresses). Use rewriteIcmpInner* for the quoted datagram.
  * - IPIP / other protocols: address only.
@@ -379,7 +406,7 @@ export function rewriteSrc(buf: Uint8Array, m: PacketMeta, addr: number, port: n
 
 /**
  * DNAT-style rewrite: destination address := addr, destination port := port. Like rewriteSrc; for
- * ICMP `port` is ignored (an echo's destination "port" is 0; its id is changed via rewriteSrc or
+ * ICMP `port` is ignored (an echo's destination "port" is 0: change its id with rewriteSrc or
  * rewriteIcmpId).
  */
 export function rewriteDst(buf: Uint8Array, m: PacketMeta, addr: number, port: number): void {
@@ -403,7 +430,7 @@ function rewriteAddrPort(buf: Uint8Array, m: PacketMeta, addr: number, port: num
     else m.dst = addr;
   }
   let dataDelta = 0;
-  const pf = portField(proto, proto === IPPROTO_ICMP && icmpIsEcho(m.icmpType), isSrc);
+  const pf = portField(proto, m.icmpType, isSrc);
   if (pf >= 0) {
     port &= 0xffff;
     const oldPort = isSrc ? m.sport : m.dport;
@@ -415,7 +442,7 @@ function rewriteAddrPort(buf: Uint8Array, m: PacketMeta, addr: number, port: num
       if (proto === IPPROTO_ICMP) m.icmpId = port;
     }
   }
-  if (pseudoDelta !== 0 || dataDelta !== 0) applyL4Delta(buf, proto, m.l4off, pseudoDelta, dataDelta);
+  if (pseudoDelta !== 0 || dataDelta !== 0) applyL4Delta(buf, proto, m.l4off, m.l4len, pseudoDelta, dataDelta);
 }
 
 /** Sets the identifier of an ICMP echo request/reply (no-op for anything else). */
@@ -444,7 +471,8 @@ export function decrementTtl(buf: Uint8Array, m: PacketMeta): boolean {
 
 /**
  * Un-NAT of the datagram quoted in an ICMP error: sets the quoted header's source address to `addr`
- * and its source port (quoted TCP/UDP) or echo identifier (quoted ICMP echo) to `port`.
+ * and its source port to `port` (quoted TCP/UDP: the port; quoted echo request/reply: its identifier;
+ * ignored for other quoted ICMP).
  * Incrementally fixes: the quoted IP header checksum; the quoted TCP checksum if the quote includes it
  * (>= 18 bytes of TCP), the quoted UDP checksum unless 0, the quoted ICMP echo checksum; and the outer
  * ICMP checksum, which covers all of these bytes (Linux recomputes it; the result is identical).
@@ -483,7 +511,7 @@ function rewriteInner(buf: Uint8Array, m: PacketMeta, addr: number, port: number
 
   let portDelta = 0;
   const innerFirstFrag = (read16(buf, ioff + IPV4_FLAGS_FRAG) & IPV4_FRAG_OFFSET_MASK) === 0;
-  const pf = innerFirstFrag ? portField(iproto, iproto === IPPROTO_ICMP && icmpIsEcho(m.innerIcmpType), isSrc) : -1;
+  const pf = innerFirstFrag ? portField(iproto, m.innerIcmpType, isSrc) : -1;
   if (pf >= 0) {
     port &= 0xffff;
     const oldPort = isSrc ? m.innerSport : m.innerDport;
@@ -516,7 +544,16 @@ function rewriteInner(buf: Uint8Array, m: PacketMeta, addr: number, port: number
       const oldCsum = read16(buf, at);
       if (!(iproto === IPPROTO_UDP && oldCsum === 0)) {
         let newCsum = csumApply(oldCsum, delta);
-        if (iproto === IPPROTO_UDP && newCsum === 0) newCsum = UDP_CHECKSUM_MANGLED_0;
+        if (newCsum === 0) {
+          if (iproto === IPPROTO_UDP) newCsum = UDP_CHECKSUM_MANGLED_0;
+          else if (iproto === IPPROTO_ICMP) {
+            // The all-zero echo corner case (see applyL4Delta), when the whole message is quoted.
+            const msgLen = read16(buf, ioff + IPV4_TOTAL_LEN) - m.innerIhl;
+            if (msgLen >= ICMP_HEADER_LEN && il4 + msgLen <= quoteEnd && allZeroExceptChecksum(buf, il4, msgLen)) {
+              newCsum = 0xffff;
+            }
+          }
+        }
         write16(buf, at, newCsum);
         outerDelta += csumDelta16(oldCsum, newCsum);
       }

@@ -5,16 +5,17 @@ export default class SummaryReporter implements Reporter {
   onTestRunEnd(testModules: ReadonlyArray<TestModule>, unhandledErrors: ReadonlyArray<unknown>): void {
     let passed = 0, failed = 0, skipped = 0;
     for (const mod of testModules) {
-      let any = false;
+      let failedHere = 0;
       for (const test of mod.children.allTests()) {
-        any = true;
         const state = test.result().state;
         if (state === 'passed') passed++;
-        else if (state === 'failed') failed++;
+        else if (state === 'failed') failedHere++;
         else skipped++;
       }
-      // A file that failed to load (syntax error, failing beforeAll) has no passing tests: count it.
-      if (!any && mod.state() === 'failed') failed++;
+      // A file that failed as a whole (load error, failing beforeAll/afterAll) counts as a failure
+      // even when its tests were only skipped.
+      if (failedHere === 0 && mod.state() === 'failed') failedHere = 1;
+      failed += failedHere;
     }
     failed += unhandledErrors.length;
     process.stdout.write(`\n${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}\n`);

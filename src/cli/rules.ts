@@ -1,0 +1,70 @@
+// `kube-tun rules` and `kube-tun trace`: kube-proxy's rules for a node, and one packet's walk through them.
+import * as fs from 'node:fs';
+import { loadConfig, makeNodeSettings, buildRules, renderIptablesSave, parseIPv4 } from '../nat';
+import type { RuleSet, NodeSettings } from '../nat';
+import * as nat from '../nat';
+import { UsageError } from './main';
+
+function flagsOf(v: Record<string, any>) {
+  return { hostnameOverride: v['hostname-override'] ?? v.node, clusterCIDR: v['cluster-cidr'], masqueradeAll: v['masquerade-all'], nodeIPs: v['node-ip'] };
+}
+
+function proxyVersion(v: Record<string, any>): 'modern' | 'legacy' {
+  const pv = v['proxy-version'] ?? 'modern';
+  if (pv !== 'modern' && pv !== 'legacy') throw new UsageError(`--proxy-version: expected modern or legacy, got "${pv}"`);
+  return pv;
+}
+
+export function rules(v: Record<string, any>): number {
+  if (!v.config?.length) throw new UsageError('rules: --config FILE is required (or --live for the running daemon)');
+  const state = loadConfig(v.config);
+  const node = makeNodeSettings(state, flagsOf(v));
+  const rs = buildRules(state, node, { proxyVersion: proxyVersion(v) });
+  const pf = v['probability-format'];
+  if (pf !== undefined && pf !== 'kube-proxy' && pf !== 'iptables-save') throw new UsageError(`--probability-format: expected kube-proxy or iptables-save, got "${pf}"`);
+  process.stdout.write(renderIptablesSave(rs, { probabilityFormat: pf }));
+  return 0;
+}
+
+/** The rule set and node a trace runs against: from manifests, or from an iptables-save dump. */
+export function ruleSetFor(v: Record<string, any>): { rs: RuleSet; localAddresses: number[] } {
+  const extraLocal = String(v['local-addrs'] ?? '').split(',').map((s) => s.trim()).filter(Boolean).map((s) => {
+    const a = parseIPv4(s);
+    if (a < 0) throw new UsageError(`--local-addrs: "${s}" is not an IPv4 address`);
+    return a;
+  });
+  if (v.rules) {
+    const importDump = (nat as any).importIptablesSave as ((text: string, file?: string) => RuleSet) | undefined;
+    if (!importDump) throw new UsageError('--rules: importing iptables-save dumps is not available in this build');
+    return { rs: importDump(fs.readFileSync(v.rules, 'utf8'), v.rules), localAddresses: extraLocal };
+  }
+  if (!v.config?.length) throw new UsageError('give --config FILE… or --rules DUMP');
+  const state = loadConfig(v.config);
+  const node: NodeSettings = makeNodeSettings(state, flagsOf(v));
+  return { rs: buildRules(state, node, { proxyVersion: proxyVersion(v) }), localAddresses: [...node.localAddresses, ...extraLocal] };
+}
+
+export function trace(v: Record<string, any>): number {
+  const traceFn = (nat as any).tracePacket as ((rs: RuleSet, pkt: any, node: { localAddresses: readonly number[] }) => any) | undefined;
+  const format = (nat as any).formatTrace as ((t: any) => string) | undefined;
+  if (!traceFn || !format) throw new UsageError('trace is not available in this build');
+  const { rs, localAddresses } = ruleSetFor(v);
+  const addr = (name: string) => {
+    const s = v[name];
+    if (!s) throw new UsageError(`trace: --${name} ADDR is required`);
+    const a = parseIPv4(s);
+    if (a < 0) throw new UsageError(`--${name}: "${s}" is not an IPv4 address`);
+    return a;
+  };
+  const port = (name: string, dflt: number) => {
+    if (v[name] === undefined) return dflt;
+    const n = Number(v[name]);
+    if (!Number.isInteger(n) || n < 0 || n > 65535) throw new UsageError(`--${name}: expected 0-65535, got "${v[name]}"`);
+    return n;
+  };
+  const proto = String(v.proto ?? 'tcp').toLowerCase();
+  if (!['tcp', 'udp', 'icmp', 'sctp'].includes(proto)) throw new UsageError(`--proto: expected tcp, udp, sctp or icmp, got "${proto}"`);
+  const result = traceFn(rs, { proto, src: addr('src'), dst: addr('dst'), sport: port('sport', 40000), dport: port('dport', 0) }, { localAddresses });
+  process.stdout.write(v.json ? JSON.stringify(result, null, 2) + '\n' : format(result));
+  return 0;
+}

@@ -1,0 +1,90 @@
+// From config files (or an iptables-save dump) to what the daemon runs: the compiled matcher, the
+// data-path settings and the routing plan. Called at start and on every reload.
+import { performance } from 'node:perf_hooks';
+import { loadConfig, makeNodeSettings, buildRules, compileMatcher, renderIptablesSave, ConfigError } from '../nat';
+import type { Matcher, ClusterState, NodeSettings, RuleSet } from '../nat';
+import { formatCidr } from '../nat/ip';
+import { countRules } from '../nat/ir';
+import type { DataPathSettings, RemoteNode } from './pipeline';
+import { RoutingPlan, DEFAULT_TABLE_FROM_TUN, DEFAULT_TABLE_TO_TUN } from './routing';
+
+export const DEFAULT_CT_MAX = 262144;
+const UNDERLAY_MTU = 1500;
+const IPIP_OVERHEAD = 20;
+// PERF-NOTES.md: a backend keeps TIME_WAIT for 60 s; handing the same (masq addr, port) to it
+// again inside that window makes it drop the SYN (PAWS).
+const AVOID_REUSE_MS = 60_000;
+
+export interface DaemonOptions {
+  node: string;
+  tun: string;
+  ctMax: number;
+  configFiles: string[];
+  rulesFile?: string;
+  clusterCIDR?: string;
+  masqueradeAll?: boolean;
+  nodeIPs?: string[];
+  controlSocket: string;
+  watch: boolean;
+  keepRouting: boolean;
+}
+
+export interface LoadedDataPath {
+  state: ClusterState;
+  node: NodeSettings;
+  rules: RuleSet;
+  matcher: Matcher;
+  settings: DataPathSettings;
+  plan: RoutingPlan;
+  serviceCount: number;
+  ruleCount: number;
+  compileMs: number;
+  renderLive(): string;
+}
+
+export function loadDataPath(o: DaemonOptions): LoadedDataPath {
+  const t0 = performance.now();
+  const state = loadConfig(o.configFiles);
+  const node = makeNodeSettings(state, { hostnameOverride: o.node, clusterCIDR: o.clusterCIDR, masqueradeAll: o.masqueradeAll, nodeIPs: o.nodeIPs });
+  const self = state.nodes.find((n) => n.name === node.nodeName);
+  if (!self) throw new ConfigError(`--hostname-override: no Node object named "${node.nodeName}" in ${o.configFiles.join(', ')}`);
+  if (node.nodeIPs.length === 0) throw new ConfigError(`Node ${node.nodeName}: status.addresses has no InternalIP and no --node-ip was given`);
+  if (!node.serviceCIDR) throw new ConfigError('KubeTunConfiguration.serviceCIDR: required (the routes into the TUN are built from it)');
+  const rules = buildRules(state, node);
+  const matcher = compileMatcher(rules, node);
+  const remoteNodes: RemoteNode[] = [];
+  for (const n of state.nodes) {
+    if (n.name === node.nodeName || !n.podCIDR) continue;
+    if (n.internalIPs.length === 0) throw new ConfigError(`Node ${n.name}: status.addresses has no InternalIP (needed as the IPIP peer)`);
+    remoteNodes.push({ name: n.name, nodeIP: n.internalIPs[0], podNet: n.podCIDR.addr, podMask: n.podCIDR.mask });
+  }
+  const settings: DataPathSettings = {
+    nodeIP: node.nodeIPs[0],
+    tunnelAddress: node.tunnelAddr ?? 0,
+    serviceNet: node.serviceCIDR.addr, serviceMask: node.serviceCIDR.mask,
+    remoteNodes,
+    tunnelMtu: UNDERLAY_MTU - IPIP_OVERHEAD,
+    fullyRandom: node.randomFully,
+    avoidReuseMs: AVOID_REUSE_MS,
+  };
+  const fmt = (a: number) => formatCidr({ addr: a, len: 32, mask: 0xffffffff }).replace(/\/32$/, '');
+  const plan: RoutingPlan = {
+    tun: o.tun,
+    serviceCIDR: formatCidr(node.serviceCIDR),
+    nodeIP: fmt(node.nodeIPs[0]),
+    tunnelAddress: node.tunnelAddr !== null ? fmt(node.tunnelAddr) : undefined,
+    localPodCIDR: self.podCIDR ? formatCidr(self.podCIDR) : undefined,
+    remotePodCIDRs: state.nodes.filter((n) => n.name !== node.nodeName && n.podCIDR).map((n) => formatCidr(n.podCIDR!)),
+    nodePortRange: [30000, 32767],
+    tableFromTun: DEFAULT_TABLE_FROM_TUN,
+    tableToTun: DEFAULT_TABLE_TO_TUN,
+    mtu: UNDERLAY_MTU,
+  };
+  const compileMs = +(performance.now() - t0).toFixed(2);
+  return {
+    state, node, rules, matcher, settings, plan, compileMs,
+    serviceCount: state.servicePorts.length,
+    ruleCount: countRules(rules),
+    renderLive: () => renderIptablesSave(rules),
+  };
+}

@@ -1,0 +1,518 @@
+// iptables-save (or kube-proxy's iptables-restore input) -> the rule IR, so a dump from a real
+// node compiles into the same Matcher and trace as the YAML path. Both argument orders are
+// accepted (the IR keeps the order of the line). Only what kube-proxy writes is supported; anything
+// else is refused with its line number — never silently ignored.
+import { Cidr, maskOf, parseCidr, parseIPv4 } from './ip';
+import {
+  CT_STATES, Chain, CtState, Match, PROTO_NUM, Rule, RuleSet, ServiceRef, Table, TableName, Target, probabilityToU32,
+} from './ir';
+
+export class ImportError extends Error {
+  constructor(message: string, readonly line: number) {
+    super(message);
+    this.name = 'ImportError';
+  }
+}
+
+export interface ImportOptions {
+  /** File name for messages. */
+  file?: string;
+  /**
+   * Drop chains that are not kube-proxy's (DOCKER, cali-*, …) and the builtin-chain rules that jump
+   * to them, instead of refusing the dump when they use unsupported matches. What was dropped is
+   * listed in ImportResult.skipped. Default false.
+   */
+  kubeChainsOnly?: boolean;
+}
+
+export interface ImportResult {
+  rules: RuleSet;
+  /** Human-readable notes about what kubeChainsOnly dropped. */
+  skipped: string[];
+}
+
+const TABLES: readonly TableName[] = ['filter', 'nat', 'mangle', 'raw'];
+const BUILTINS: Readonly<Record<TableName, readonly string[]>> = {
+  filter: ['INPUT', 'FORWARD', 'OUTPUT'],
+  nat: ['PREROUTING', 'INPUT', 'OUTPUT', 'POSTROUTING'],
+  mangle: ['PREROUTING', 'INPUT', 'FORWARD', 'OUTPUT', 'POSTROUTING'],
+  raw: ['PREROUTING', 'OUTPUT'],
+};
+
+export function isKubeChain(name: string): boolean {
+  return name.startsWith('KUBE-');
+}
+
+/** Shell-like split as iptables-restore does it: whitespace, double (and single) quotes, backslash escapes. */
+export function tokenize(line: string, lineNo: number): string[] {
+  const out: string[] = [];
+  let cur = '';
+  let inTok = false;
+  let q: '"' | "'" | null = null;
+  for (let i = 0; i < line.length; i++) {
+    const ch = line[i];
+    if (q) {
+      if (ch === '\\' && q === '"' && i + 1 < line.length && (line[i + 1] === '"' || line[i + 1] === '\\')) { cur += line[++i]; continue; }
+      if (ch === q) { q = null; continue; }
+      cur += ch;
+      continue;
+    }
+    if (ch === '"' || ch === "'") { q = ch; inTok = true; continue; }
+    if (ch === ' ' || ch === '\t') {
+      if (inTok) { out.push(cur); cur = ''; inTok = false; }
+      continue;
+    }
+    if (ch === '\\' && i + 1 < line.length) { cur += line[++i]; inTok = true; continue; }
+    cur += ch;
+    inTok = true;
+  }
+  if (q) throw new ImportError(`line ${lineNo}: unterminated quote`, lineNo);
+  if (inTok) out.push(cur);
+  return out;
+}
+
+function parseNum(s: string, lo: number, hi: number): number {
+  if (!/^(0x[0-9a-fA-F]+|\d+)$/.test(s)) return NaN;
+  const v = Number(s);
+  return v >= lo && v <= hi ? v : NaN;
+}
+
+interface LineCtx { lineNo: number; fail(msg: string): never }
+
+let sawBareHost = false;
+
+function parseAddr(ctx: LineCtx, s: string | undefined, opt: string): Cidr {
+  if (s === undefined) ctx.fail(`${opt} needs an address`);
+  if (!s.includes('/')) sawBareHost = true;
+  if (s.includes(',')) ctx.fail(`${opt} ${s}: address lists are not supported`);
+  const slash = s.indexOf('/');
+  if (slash >= 0 && s.slice(slash + 1).includes('.')) {
+    // a.b.c.d/255.255.0.0
+    const a = parseIPv4(s.slice(0, slash)), m = parseIPv4(s.slice(slash + 1));
+    let len = 0;
+    while (len < 32 && ((m << len) & 0x80000000) !== 0) len++;
+    if (a < 0 || m < 0 || maskOf(len) !== m) ctx.fail(`${opt} ${s}: not an IPv4 address or prefix`);
+    return parseCidr(`${s.slice(0, slash)}/${len}`)!;
+  }
+  const c = parseCidr(s, true);
+  if (!c) ctx.fail(`${opt} ${s}: not an IPv4 address or prefix (host names are not supported)`);
+  return c;
+}
+
+function parsePorts(ctx: LineCtx, s: string | undefined, opt: string): [number, number] {
+  if (s === undefined) ctx.fail(`${opt} needs a port`);
+  const parts = s.split(':');
+  if (parts.length > 2 || s.includes(',')) ctx.fail(`${opt} ${s}: only a port or a range lo:hi is supported`);
+  const lo = parts[0] === '' ? 0 : parseNum(parts[0], 0, 65535);
+  const hi = parts.length === 2 ? (parts[1] === '' ? 65535 : parseNum(parts[1], 0, 65535)) : lo;
+  if (Number.isNaN(lo) || Number.isNaN(hi) || lo > hi) ctx.fail(`${opt} ${s}: not a port or port range (service names are not supported)`);
+  return [lo, hi];
+}
+
+function parseMark(ctx: LineCtx, s: string | undefined, opt: string): [number, number] {
+  if (s === undefined) ctx.fail(`${opt} needs a value`);
+  const [v, m] = s.split('/');
+  const value = parseNum(v, 0, 0xffffffff);
+  const mask = m === undefined ? 0xffffffff : parseNum(m, 0, 0xffffffff);
+  if (Number.isNaN(value) || Number.isNaN(mask)) ctx.fail(`${opt} ${s}: not a mark value[/mask]`);
+  return [value >>> 0, mask >>> 0];
+}
+
+/** Parses one rule's arguments (after `-A CHAIN`). */
+function parseRuleArgs(ctx: LineCtx, args: string[]): { matches: Match[]; target: Target | null } {
+  const matches: Match[] = [];
+  let target: Target | null = null;
+  let module: string | null = null;
+  let proto = 0;
+  let i = 0;
+  let inv = false;
+  const next = (opt: string): string => {
+    const v = args[++i];
+    if (v === undefined) ctx.fail(`${opt} needs an argument`);
+    return v;
+  };
+  const noInv = (opt: string) => { if (inv) ctx.fail(`"! ${opt}" is not supported`); };
+  // Current statistic/recent/addrtype match being filled (options may come in any order).
+  let stat: { mode: string | null; prob: string | null; every: number; packet: number; inv: boolean; at: number } | null = null;
+  let recent: { name: string; op: 'set' | 'rcheck' | 'update' | 'remove' | null; seconds: number; reap: boolean; inv: boolean; at: number } | null = null;
+  const flush = () => {
+    if (stat) {
+      let m: Match;
+      if (stat.mode === 'random') {
+        if (stat.prob === null) ctx.fail('-m statistic --mode random needs --probability');
+        const p = Number(stat.prob);
+        if (!(p >= 0 && p <= 1)) ctx.fail(`--probability ${stat.prob}: must be 0..1`);
+        m = { kind: 'statistic', mode: 'random', probability: probabilityToU32(p), text: stat.prob, inv: stat.inv };
+      } else if (stat.mode === 'nth') {
+        if (stat.every < 1) ctx.fail('-m statistic --mode nth needs --every');
+        if (stat.packet > stat.every - 1) ctx.fail('--packet must be smaller than --every');
+        m = { kind: 'statistic', mode: 'nth', every: stat.every, packet: stat.packet, inv: stat.inv };
+      } else ctx.fail('-m statistic needs --mode random or --mode nth');
+      matches[stat.at] = m;
+      stat = null;
+    }
+    if (recent) {
+      if (!recent.op) ctx.fail('-m recent needs one of --set, --rcheck, --update, --remove');
+      matches[recent.at] = { kind: 'recent', name: recent.name, op: recent.op, seconds: recent.seconds, reap: recent.reap, inv: recent.inv };
+      recent = null;
+    }
+  };
+  for (; i < args.length; i++) {
+    const a = args[i];
+    if (a === '!') {
+      if (inv) ctx.fail('double "!"');
+      inv = true;
+      continue;
+    }
+    switch (a) {
+      case '-s': case '--source': case '--src':
+        matches.push({ kind: 'src', cidr: parseAddr(ctx, args[++i], a), inv }); break;
+      case '-d': case '--destination': case '--dst':
+        matches.push({ kind: 'dst', cidr: parseAddr(ctx, args[++i], a), inv }); break;
+      case '-p': case '--protocol': {
+        const v = next(a).toLowerCase();
+        if (v === 'all' || v === '0') { noInv(a); break; }
+        const n = PROTO_NUM[v] ?? parseNum(v, 1, 255);
+        if (Number.isNaN(n)) ctx.fail(`unsupported protocol "${v}"`);
+        proto = inv ? 0 : n;
+        matches.push({ kind: 'proto', proto: n, inv });
+        break;
+      }
+      case '-m': case '--match': {
+        noInv(a);
+        flush();
+        const mod = next(a);
+        module = mod;
+        switch (mod) {
+          case 'tcp': case 'udp': case 'sctp': matches.push({ kind: 'l4', proto: PROTO_NUM[mod] }); break;
+          case 'comment': case 'mark': case 'addrtype': case 'conntrack': case 'state': case 'nfacct': break;
+          case 'statistic':
+            stat = { mode: null, prob: null, every: 0, packet: 0, inv: false, at: matches.length };
+            matches.push({ kind: 'comment', text: '' }); // placeholder, replaced by flush()
+            break;
+          case 'recent':
+            recent = { name: 'DEFAULT', op: null, seconds: 0, reap: false, inv: false, at: matches.length };
+            matches.push({ kind: 'comment', text: '' });
+            break;
+          default: ctx.fail(`unsupported match "-m ${mod}"`);
+        }
+        break;
+      }
+      case '-j': case '--jump': case '-g': case '--goto': {
+        noInv(a);
+        flush();
+        const t = next(a);
+        module = null;
+        const opts = args.slice(i + 1);
+        i = args.length;
+        target = parseTarget(ctx, a === '-g' || a === '--goto', t, opts);
+        break;
+      }
+      case '-i': case '--in-interface': case '-o': case '--out-interface':
+        ctx.fail(`unsupported option "${a}" (interfaces are not modelled)`);
+        break;
+      case '-f': case '--fragment':
+        ctx.fail(`unsupported option "${a}"`);
+        break;
+      case '-c': case '--set-counters':
+        i += 2; break;
+      default:
+        if (!a.startsWith('-')) ctx.fail(`unexpected "${a}"`);
+        parseModuleOption(ctx, module, a, () => next(a), inv, matches, proto, stat, recent);
+    }
+    inv = false;
+  }
+  if (inv) ctx.fail('"!" at the end of the rule');
+  flush();
+  return { matches, target };
+}
+
+function parseModuleOption(
+  ctx: LineCtx, module: string | null, a: string, arg: () => string, inv: boolean, matches: Match[], proto: number,
+  stat: { mode: string | null; prob: string | null; every: number; packet: number; inv: boolean } | null,
+  recent: { name: string; op: 'set' | 'rcheck' | 'update' | 'remove' | null; seconds: number; reap: boolean; inv: boolean } | null,
+): void {
+  const l4 = module === 'tcp' || module === 'udp' || module === 'sctp' || (module === null && (proto === 6 || proto === 17 || proto === 132));
+  switch (a) {
+    case '--dport': case '--destination-port': case '--sport': case '--source-port': {
+      if (!l4 && !(proto === 6 || proto === 17 || proto === 132)) ctx.fail(`${a} needs -p tcp/udp/sctp or -m tcp/udp/sctp`);
+      const [lo, hi] = parsePorts(ctx, arg(), a);
+      matches.push({ kind: a === '--dport' || a === '--destination-port' ? 'dport' : 'sport', lo, hi, inv });
+      return;
+    }
+    case '--comment':
+      if (module !== 'comment') break;
+      matches.push({ kind: 'comment', text: arg() });
+      return;
+    case '--mark':
+      if (module !== 'mark') break;
+      {
+        const [value, mask] = parseMark(ctx, arg(), a);
+        matches.push({ kind: 'mark', value, mask, inv });
+      }
+      return;
+    case '--src-type': case '--dst-type': {
+      if (module !== 'addrtype') break;
+      const t = arg();
+      if (t !== 'LOCAL') ctx.fail(`unsupported addrtype "${t}" (only LOCAL)`);
+      const last = matches[matches.length - 1];
+      if (last && last.kind === 'addrtype' && (a === '--src-type' ? last.srcType === null : last.dstType === null)) {
+        matches[matches.length - 1] = a === '--src-type' ? { ...last, srcType: 'LOCAL', srcInv: inv } : { ...last, dstType: 'LOCAL', dstInv: inv };
+      } else {
+        matches.push(a === '--src-type'
+          ? { kind: 'addrtype', srcType: 'LOCAL', srcInv: inv, dstType: null, dstInv: false }
+          : { kind: 'addrtype', srcType: null, srcInv: false, dstType: 'LOCAL', dstInv: inv });
+      }
+      return;
+    }
+    case '--ctstate': case '--state': {
+      if (!(module === 'conntrack' && a === '--ctstate') && !(module === 'state' && a === '--state')) break;
+      const states = arg().split(',');
+      for (const s of states) if (!(CT_STATES as readonly string[]).includes(s)) ctx.fail(`unsupported conntrack state "${s}"`);
+      matches.push({ kind: 'conntrack', states: states as CtState[], inv });
+      return;
+    }
+    case '--nfacct-name':
+      if (module !== 'nfacct') break;
+      matches.push({ kind: 'nfacct', name: arg() });
+      return;
+    case '--mode': case '--probability': case '--every': case '--packet':
+      if (module !== 'statistic' || !stat) break;
+      if (a === '--mode') { const m = arg(); if (m !== 'random' && m !== 'nth') ctx.fail(`unsupported statistic mode "${m}"`); stat.mode = m; }
+      else if (a === '--probability') { stat.prob = arg(); stat.inv = stat.inv || inv; }
+      else if (a === '--every') { const n = parseNum(arg(), 1, 0x7fffffff); if (Number.isNaN(n)) ctx.fail('--every needs a positive number'); stat.every = n; stat.inv = stat.inv || inv; }
+      else { const n = parseNum(arg(), 0, 0x7fffffff); if (Number.isNaN(n)) ctx.fail('--packet needs a number'); stat.packet = n; }
+      return;
+    case '--name': case '--set': case '--rcheck': case '--update': case '--remove': case '--seconds': case '--reap':
+    case '--mask': case '--rsource': case '--rdest': case '--hitcount': case '--rttl':
+      if (module !== 'recent' || !recent) break;
+      switch (a) {
+        case '--name': recent.name = arg(); return;
+        case '--set': case '--rcheck': case '--update': case '--remove':
+          if (recent.op) ctx.fail('-m recent takes one of --set, --rcheck, --update, --remove');
+          recent.op = a.slice(2) as 'set'; recent.inv = inv; return;
+        case '--seconds': { const n = parseNum(arg(), 1, 0x7fffffff); if (Number.isNaN(n)) ctx.fail('--seconds needs a positive number'); recent.seconds = n; return; }
+        case '--reap': recent.reap = true; return;
+        case '--mask': { const m = arg(); if (m !== '255.255.255.255') ctx.fail(`unsupported recent --mask ${m} (only 255.255.255.255)`); return; }
+        case '--rsource': return;
+        default: ctx.fail(`unsupported recent option "${a}"`);
+      }
+      return;
+  }
+  ctx.fail(module ? `unsupported option "${a}" for -m ${module}` : `unsupported option "${a}"`);
+}
+
+function parseTarget(ctx: LineCtx, isGoto: boolean, t: string, opts: string[]): Target {
+  const want = (allowed: readonly string[]) => {
+    for (let k = 0; k < opts.length; k++) {
+      if (!allowed.includes(opts[k])) ctx.fail(`unsupported option "${opts[k]}" for -j ${t}`);
+      if (opts[k].startsWith('--to') || opts[k] === '--set-xmark' || opts[k] === '--set-mark' || opts[k].endsWith('-mark') || opts[k] === '--reject-with') k++;
+    }
+  };
+  const optVal = (name: string): string | undefined => {
+    const k = opts.indexOf(name);
+    return k >= 0 ? opts[k + 1] : undefined;
+  };
+  if (isGoto) {
+    if (opts.length) ctx.fail(`unexpected "${opts[0]}" after -g ${t}`);
+    return { kind: 'goto', chain: t };
+  }
+  switch (t) {
+    case 'RETURN': case 'ACCEPT': case 'DROP':
+      want([]);
+      return { kind: t };
+    case 'REJECT':
+      want(['--reject-with']);
+      return { kind: 'REJECT', rejectWith: optVal('--reject-with') ?? null };
+    case 'DNAT': {
+      want(['--to-destination']);
+      const v = optVal('--to-destination');
+      if (!v) ctx.fail('-j DNAT needs --to-destination');
+      const m = /^(\d+\.\d+\.\d+\.\d+)(?::(\d+))?$/.exec(v);
+      const addr = m ? parseIPv4(m[1]) : -1;
+      const port = m && m[2] ? parseNum(m[2], 1, 65535) : 0;
+      if (!m || addr < 0 || Number.isNaN(port)) ctx.fail(`--to-destination ${v}: only ip[:port] is supported (no ranges)`);
+      return { kind: 'DNAT', addr, port };
+    }
+    case 'MASQUERADE':
+      want(['--random-fully', '--random']);
+      return { kind: 'MASQUERADE', randomFully: opts.includes('--random-fully'), random: opts.includes('--random') };
+    case 'MARK': {
+      want(['--set-xmark', '--set-mark', '--or-mark', '--xor-mark', '--and-mark']);
+      if (opts.length !== 2) ctx.fail('-j MARK takes exactly one operation');
+      const [op, val] = opts;
+      if (op === '--set-xmark' || op === '--set-mark') {
+        const [value, mask] = parseMark(ctx, val, op);
+        // --set-mark v/m: mark = (mark & ~m) | v, which for v within m is (mark & ~m) ^ v.
+        return { kind: 'MARK', op: 'setx', value, mask };
+      }
+      const [value, mask] = parseMark(ctx, val, op);
+      if (mask !== 0xffffffff) ctx.fail(`${op} takes a value without mask`);
+      return { kind: 'MARK', op: op === '--or-mark' ? 'or' : op === '--xor-mark' ? 'xor' : 'and', value, mask: 0 };
+    }
+    default:
+      // A chain (checked once the table is complete), unless it is a target extension.
+      if (KNOWN_TARGET_EXTENSIONS.has(t) || opts.length) ctx.fail(`unsupported target "-j ${t}"`);
+      return { kind: 'jump', chain: t };
+  }
+}
+
+const KNOWN_TARGET_EXTENSIONS = new Set(['SNAT', 'LOG', 'NFLOG', 'TRACE', 'CT', 'NOTRACK', 'CONNMARK', 'TPROXY', 'REDIRECT', 'NETMAP', 'TCPMSS', 'CHECKSUM', 'CLASSIFY', 'DSCP', 'TOS', 'TTL', 'SET', 'NFQUEUE', 'AUDIT', 'ULOG', 'TEE']);
+
+/** Parses an iptables-save dump (or kube-proxy restore input) into the rule IR. */
+export function importIptablesSave(text: string, opts: ImportOptions = {}): ImportResult {
+  const file = opts.file ? `${opts.file}: ` : '';
+  sawBareHost = false;
+  const tables: Table[] = [];
+  let cur: { t: Table; chains: Map<string, Chain>; deleted: Set<string> } | null = null;
+  const unsupportedForeign: string[] = [];
+  const ruleLines = new Map<Rule, number>();
+  const lines = text.split('\n');
+  const seenTables = new Set<string>();
+  for (let n = 0; n < lines.length; n++) {
+    const lineNo = n + 1;
+    const ctx: LineCtx = { lineNo, fail: (msg: string): never => { throw new ImportError(`${file}line ${lineNo}: ${msg}`, lineNo); } };
+    let line = lines[n].trim();
+    if (line === '' || line.startsWith('#')) continue;
+    if (line.startsWith('[')) {
+      const close = line.indexOf(']');
+      if (close < 0) ctx.fail('bad counters');
+      line = line.slice(close + 1).trim();
+    }
+    if (line.startsWith('*')) {
+      if (cur) ctx.fail(`*${line.slice(1)} before COMMIT of *${cur.t.name}`);
+      const name = line.slice(1) as TableName;
+      if (!TABLES.includes(name)) ctx.fail(`unsupported table "*${name}"`);
+      if (seenTables.has(name)) ctx.fail(`table ${name} appears twice`);
+      seenTables.add(name);
+      const t: Table = { name, chains: [] };
+      tables.push(t);
+      cur = { t, chains: new Map(), deleted: new Set() };
+      continue;
+    }
+    if (line === 'COMMIT') {
+      if (!cur) ctx.fail('COMMIT outside a table');
+      cur = null;
+      continue;
+    }
+    if (!cur) ctx.fail('rule or chain outside a table (missing *filter / *nat)');
+    if (line.startsWith(':')) {
+      const parts = line.slice(1).split(/\s+/);
+      const name = parts[0];
+      const policy = parts[1] ?? '-';
+      const builtin = BUILTINS[cur.t.name].includes(name);
+      if (builtin && policy !== 'ACCEPT' && policy !== 'DROP') ctx.fail(`builtin chain ${name} needs policy ACCEPT or DROP`);
+      if (!builtin && policy !== '-') ctx.fail(`user chain ${name} cannot have a policy`);
+      let c = cur.chains.get(name);
+      if (c) { c.rules.length = 0; continue; } // a chain line flushes the chain (kube-proxy's restore input)
+      c = { name, builtin, policy: builtin ? (policy as 'ACCEPT' | 'DROP') : null, rules: [] };
+      cur.chains.set(name, c);
+      cur.t.chains.push(c);
+      continue;
+    }
+    const toks = tokenize(line, lineNo);
+    const cmd = toks[0];
+    if (cmd === '-X' || cmd === '--delete-chain') {
+      const name = toks[1];
+      if (!name || !cur.chains.has(name)) ctx.fail(`-X ${name ?? ''}: no such chain`);
+      cur.deleted.add(name!);
+      const c = cur.chains.get(name!)!;
+      cur.t.chains.splice(cur.t.chains.indexOf(c), 1);
+      cur.chains.delete(name!);
+      continue;
+    }
+    if (cmd !== '-A' && cmd !== '--append') ctx.fail(`unsupported command "${cmd}" (only -A, -X and chain lines)`);
+    const chainName = toks[1];
+    const chain = chainName ? cur.chains.get(chainName) : undefined;
+    if (!chain) ctx.fail(`-A ${chainName ?? ''}: chain not declared with ":${chainName ?? ''}" in *${cur.t.name}`);
+    let parsed: { matches: Match[]; target: Target | null };
+    try {
+      parsed = parseRuleArgs(ctx, toks.slice(2));
+    } catch (e) {
+      if (opts.kubeChainsOnly && e instanceof ImportError && !isKubeChain(chain.name)) {
+        unsupportedForeign.push(`line ${lineNo} (${chain.name}): ${(e as Error).message.replace(/^.*?line \d+: /, '')}`);
+        continue;
+      }
+      throw e;
+    }
+    const rule: Rule = { matches: parsed.matches, target: parsed.target, svc: -1 };
+    chain.rules.push(rule);
+    ruleLines.set(rule, lineNo);
+  }
+  if (cur) throw new ImportError(`${file}line ${lines.length}: missing COMMIT for *${cur.t.name}`, lines.length);
+
+  const skipped: string[] = [];
+  if (opts.kubeChainsOnly) {
+    for (const t of tables) {
+      const foreign = new Set(t.chains.filter((c) => !c.builtin && !isKubeChain(c.name)).map((c) => c.name));
+      for (const name of foreign) skipped.push(`${t.name}: chain ${name}`);
+      t.chains.splice(0, t.chains.length, ...t.chains.filter((c) => c.builtin || isKubeChain(c.name)));
+      for (const c of t.chains) {
+        if (!c.builtin) continue;
+        const keep = c.rules.filter((r) => r.target?.kind === 'jump' && isKubeChain(r.target.chain));
+        const dropped = c.rules.length - keep.length;
+        if (dropped) skipped.push(`${t.name}: ${dropped} rule(s) of ${c.name} not jumping to a KUBE- chain`);
+        c.rules.splice(0, c.rules.length, ...keep);
+      }
+    }
+    for (const u of unsupportedForeign) skipped.push(`unsupported rule dropped: ${u}`);
+  }
+
+  // Jump targets must exist; extension targets we do not model are refused here.
+  for (const t of tables) {
+    const names = new Set(t.chains.map((c) => c.name));
+    for (const c of t.chains) for (const r of c.rules) {
+      const tg = r.target;
+      if (!tg || (tg.kind !== 'jump' && tg.kind !== 'goto')) continue;
+      if (names.has(tg.chain)) continue;
+      const ln = ruleLines.get(r) ?? 0;
+      if (KNOWN_TARGET_EXTENSIONS.has(tg.chain)) throw new ImportError(`${file}line ${ln}: unsupported target "-j ${tg.chain}"`, ln);
+      throw new ImportError(`${file}line ${ln}: -${tg.kind === 'jump' ? 'j' : 'g'} ${tg.chain}: no such chain in *${t.name}`, ln);
+    }
+  }
+
+  const { services, mark } = attachServices(tables);
+  return { rules: { tables, services, meta: { proxyVersion: 'imported', nodeName: '', masqueradeMark: mark, bareHostAddresses: sawBareHost } }, skipped };
+}
+
+const SVC_COMMENT_RES: RegExp[] = [
+  /^(.+) cluster IP$/, /^(.+) external IP$/, /^(.+) loadbalancer IP$/, /^(.+) -> \S+$/, /^(.+) has no endpoints$/,
+  /^(.+) has no local endpoints$/, /^(.+) health check node port$/, /^(.+) traffic not accepted by \S+$/,
+  /^masquerade traffic for (.+) external destinations$/, /^pod traffic for (.+) external destinations$/,
+  /^masquerade LOCAL traffic for (.+) external destinations$/, /^route LOCAL traffic for (.+) external destinations$/,
+  /^other traffic to (.+) will be dropped by KUBE-PROXY-FIREWALL$/, /^Balancing rule \d+ for (.+)$/,
+];
+const SVC_NAME_RE = /^[a-z0-9][-a-z0-9.]*\/[a-z0-9][-a-z0-9.]*(:[-a-z0-9]*)?$/;
+
+/** Service refs from kube-proxy's comments (rules without comments get -1), and the masquerade mark. */
+function attachServices(tables: Table[]): { services: ServiceRef[]; mark: number } {
+  const services: ServiceRef[] = [];
+  const byKey = new Map<string, number>();
+  const byName = new Map<string, number>();
+  let mark = 0x4000;
+  for (const t of tables) for (const c of t.chains) {
+    const kube = c.name.startsWith('KUBE-');
+    c.rules.forEach((r, i) => {
+      if (c.name === 'KUBE-MARK-MASQ' && r.target?.kind === 'MARK') mark = r.target.value;
+      if (!kube) return;
+      const cm = r.matches.find((m) => m.kind === 'comment');
+      if (!cm || cm.kind !== 'comment') return;
+      let name: string | null = null;
+      for (const re of SVC_COMMENT_RES) { const m = re.exec(cm.text); if (m) { name = m[1]; break; } }
+      if (name === null && SVC_NAME_RE.test(cm.text)) name = cm.text;
+      if (name === null || !SVC_NAME_RE.test(name)) return;
+      const p = r.matches.find((m) => m.kind === 'proto' || m.kind === 'l4');
+      const proto = p && (p.kind === 'proto' || p.kind === 'l4') ? ({ 6: 'tcp', 17: 'udp', 132: 'sctp' } as Record<number, string>)[p.proto] ?? '' : '';
+      // Rules without a protocol (SVC jumps, hairpin) belong to the service port of that name seen first.
+      let idx = proto ? byKey.get(`${name}\u0000${proto}`) : byName.get(name);
+      if (idx === undefined) {
+        idx = services.length;
+        services.push({ name, protocol: proto, key: '' });
+        if (proto) byKey.set(`${name}\u0000${proto}`, idx);
+        if (!byName.has(name)) byName.set(name, idx);
+      }
+      c.rules[i] = { ...r, svc: idx };
+    });
+  }
+  return { services, mark };
+}
