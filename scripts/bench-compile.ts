@@ -7,7 +7,7 @@ import { performance } from 'node:perf_hooks';
 import { parseAllDocuments } from 'yaml';
 import {
   ClusterState, EndpointInfo, NatDecision, NAT_DNAT, ServicePortInfo, buildRules, compileMatcher, defaultKubeTunConfig,
-  formatIPv4, makeNodeSettings, parseCidr, parseConfig, renderIptablesSave,
+  formatIPv4, importIptablesSave, makeNodeSettings, parseCidr, parseConfig, renderIptablesSave,
 } from '../src/nat';
 
 const N = Number(process.argv[2] ?? 10000);
@@ -97,6 +97,9 @@ function main(): void {
   const m = time('compileMatcher', () => compileMatcher(rs, node), r);
   const text = time('renderIptablesSave', () => renderIptablesSave(rs), r);
   const save = time('render iptables-save fmt', () => renderIptablesSave(rs, { format: 'iptables-save' }), r);
+  const imported = time('importIptablesSave (dump)', () => importIptablesSave(save).rules, r);
+  time('import + compile (dump)', () => compileMatcher(importIptablesSave(save).rules, node), r);
+  void imported;
   const yaml = yamlFor(N);
   const parsed = time('parseConfig (YAML)', () => parseConfig([{ file: 'bench.yaml', text: yaml }]), r);
   const node2 = makeNodeSettings(parsed, {});

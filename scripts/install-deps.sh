@@ -3,7 +3,7 @@
 # are present.
 set -euo pipefail
 pkgs=(iproute2 iptables nftables conntrack nginx-light dnsmasq-base dnsutils curl tshark tcpdump
-      iperf3 apache2-utils procps kmod)
+      iperf3 apache2-utils procps kmod iputils-ping)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

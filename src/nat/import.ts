@@ -45,6 +45,7 @@ export function isKubeChain(name: string): boolean {
 
 /** Shell-like split as iptables-restore does it: whitespace, double (and single) quotes, backslash escapes. */
 export function tokenize(line: string, lineNo: number): string[] {
+  if (!/["'\\]/.test(line)) return line.split(/[ \t]+/).filter((t) => t !== '');
   const out: string[] = [];
   let cur = '';
   let inTok = false;
@@ -367,11 +368,14 @@ export function importIptablesSave(text: string, opts: ImportOptions = {}): Impo
   let cur: { t: Table; chains: Map<string, Chain>; deleted: Set<string> } | null = null;
   const unsupportedForeign: string[] = [];
   const ruleLines = new Map<Rule, number>();
+  const T0 = performance.now();
   const lines = text.split('\n');
+  const T1 = performance.now();
   const seenTables = new Set<string>();
+  const ctx: LineCtx = { lineNo: 0, fail(msg: string): never { throw new ImportError(`${file}line ${this.lineNo}: ${msg}`, this.lineNo); } };
   for (let n = 0; n < lines.length; n++) {
     const lineNo = n + 1;
-    const ctx: LineCtx = { lineNo, fail: (msg: string): never => { throw new ImportError(`${file}line ${lineNo}: ${msg}`, lineNo); } };
+    ctx.lineNo = lineNo;
     let line = lines[n].trim();
     if (line === '' || line.startsWith('#')) continue;
     if (line.startsWith('[')) {
@@ -439,6 +443,7 @@ export function importIptablesSave(text: string, opts: ImportOptions = {}): Impo
     chain.rules.push(rule);
     ruleLines.set(rule, lineNo);
   }
+  const T2 = performance.now();
   if (cur) throw new ImportError(`${file}line ${lines.length}: missing COMMIT for *${cur.t.name}`, lines.length);
 
   const skipped: string[] = [];
@@ -471,17 +476,17 @@ export function importIptablesSave(text: string, opts: ImportOptions = {}): Impo
     }
   }
 
+  const T3 = performance.now();
   const { services, mark } = attachServices(tables);
+  console.log('split', (T1-T0).toFixed(0), 'loop', (T2-T1).toFixed(0), 'validate', (T3-T2).toFixed(0), 'attach', (performance.now()-T3).toFixed(0));
   return { rules: { tables, services, meta: { proxyVersion: 'imported', nodeName: '', masqueradeMark: mark, bareHostAddresses: sawBareHost } }, skipped };
 }
 
-const SVC_COMMENT_RES: RegExp[] = [
-  /^(.+) cluster IP$/, /^(.+) external IP$/, /^(.+) loadbalancer IP$/, /^(.+) -> \S+$/, /^(.+) has no endpoints$/,
-  /^(.+) has no local endpoints$/, /^(.+) health check node port$/, /^(.+) traffic not accepted by \S+$/,
-  /^masquerade traffic for (.+) external destinations$/, /^pod traffic for (.+) external destinations$/,
-  /^masquerade LOCAL traffic for (.+) external destinations$/, /^route LOCAL traffic for (.+) external destinations$/,
-  /^other traffic to (.+) will be dropped by KUBE-PROXY-FIREWALL$/, /^Balancing rule \d+ for (.+)$/,
-];
+// kube-proxy's comment shapes around a ServicePortName (proxier.go); one regex, results cached per text.
+const SVC_COMMENT_RE = new RegExp('^(?:masquerade traffic for |pod traffic for |masquerade LOCAL traffic for |route LOCAL traffic for |other traffic to |Balancing rule \\d+ for )?'
+  + '(\\S+?)'
+  + '(?: cluster IP| external IP| loadbalancer IP| -> \\S+| has no endpoints| has no local endpoints| health check node port'
+  + '| traffic not accepted by \\S+| external destinations| will be dropped by KUBE-PROXY-FIREWALL)?$');
 const SVC_NAME_RE = /^[a-z0-9][-a-z0-9.]*\/[a-z0-9][-a-z0-9.]*(:[-a-z0-9]*)?$/;
 
 /** Service refs from kube-proxy's comments (rules without comments get -1), and the masquerade mark. */
@@ -489,18 +494,22 @@ function attachServices(tables: Table[]): { services: ServiceRef[]; mark: number
   const services: ServiceRef[] = [];
   const byKey = new Map<string, number>();
   const byName = new Map<string, number>();
+  const nameOf = new Map<string, string | null>();
   let mark = 0x4000;
   for (const t of tables) for (const c of t.chains) {
     const kube = c.name.startsWith('KUBE-');
-    c.rules.forEach((r, i) => {
+    c.rules.forEach((r) => {
       if (c.name === 'KUBE-MARK-MASQ' && r.target?.kind === 'MARK') mark = r.target.value;
       if (!kube) return;
       const cm = r.matches.find((m) => m.kind === 'comment');
       if (!cm || cm.kind !== 'comment') return;
-      let name: string | null = null;
-      for (const re of SVC_COMMENT_RES) { const m = re.exec(cm.text); if (m) { name = m[1]; break; } }
-      if (name === null && SVC_NAME_RE.test(cm.text)) name = cm.text;
-      if (name === null || !SVC_NAME_RE.test(name)) return;
+      let name = nameOf.get(cm.text);
+      if (name === undefined) {
+        const m = SVC_COMMENT_RE.exec(cm.text);
+        name = m && SVC_NAME_RE.test(m[1]) ? m[1] : null;
+        nameOf.set(cm.text, name);
+      }
+      if (name === null) return;
       const p = r.matches.find((m) => m.kind === 'proto' || m.kind === 'l4');
       const proto = p && (p.kind === 'proto' || p.kind === 'l4') ? ({ 6: 'tcp', 17: 'udp', 132: 'sctp' } as Record<number, string>)[p.proto] ?? '' : '';
       // Rules without a protocol (SVC jumps, hairpin) belong to the service port of that name seen first.
@@ -511,7 +520,7 @@ function attachServices(tables: Table[]): { services: ServiceRef[]; mark: number
         if (proto) byKey.set(`${name}\u0000${proto}`, idx);
         if (!byName.has(name)) byName.set(name, idx);
       }
-      c.rules[i] = { ...r, svc: idx };
+      (r as { svc: number }).svc = idx; // rules are fresh objects of this import
     });
   }
   return { services, mark };
