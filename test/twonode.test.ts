@@ -134,6 +134,20 @@ describe('two nodes, IPIP between them', () => {
     expect(new Set(sticky.map((a) => a.server)).size).toBe(1);
   });
 
+  it('ICMP errors: a backend\'s port-unreachable reaches the client with the ClusterIP in the quoted header', async () => {
+    let out = '';
+    const pkts = await capture('p-w2', 'ip proto 4', ['ip.src', 'ip.dst', 'icmp.type', 'udp.dstport'], () => {
+      out = lab.exec(lab.podNs('client'), ['sh', '-c', 'dig +time=2 +tries=1 -p 5353 @10.96.0.20 x.lab 2>&1; true']);
+    });
+    // The client's kernel matched the error to its socket connected to 10.96.0.20:5353.
+    expect(out).toMatch(/connection refused/i);
+    // On the underlay the error travels inside IPIP from nginx1 to the client, still quoting the endpoint.
+    expect(pkts.some((l) => /^192\.168\.2\.2\+10\.1\.139\.84\+10\.1\.236\.141,192\.168\.2\.3\+10\.1\.236\.141\+10\.1\.139\.84,3,5353$/.test(l))).toBe(true);
+    const lines = ctLines(w2, ['-p', 'udp', '-d', '10.96.0.20']);
+    expect(lines.length).toBeGreaterThanOrEqual(1);
+    expect(lines[0]).toMatch(/src=10\.1\.236\.141 dst=10\.96\.0\.20 sport=\d+ dport=5353 \[UNREPLIED\] src=10\.1\.139\.84 dst=10\.1\.236\.141 sport=5353/);
+  });
+
   it('PMTU: a 1500-byte DF packet to a remote pod gets frag-needed 1480; 10 MB crosses the tunnel intact', () => {
     // ping exits non-zero here (no echo reply for an oversized probe): keep its output either way.
     const ping = lab.exec(lab.podNs('client'), ['sh', '-c', 'ping -M do -s 1472 -c 1 -W 2 10.1.139.84 2>&1; true']);

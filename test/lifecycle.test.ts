@@ -1,0 +1,83 @@
+// Issue 4: restarting one node's kube-tun and removing an endpoint mid-run: clear log lines, no
+// crash, new connections only to the remaining endpoints.
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Lab, LAB_CONFIG, sleep } from '../scripts/lab';
+import { startKubeTun, RunningDaemon, parseAnswers } from './support/daemon';
+
+const VIP = '10.99.64.233';
+let lab: Lab;
+let config: string;
+let w1: RunningDaemon;
+let w2: RunningDaemon;
+
+beforeAll(async () => {
+  lab = await new Lab({ nodes: ['worker-1', 'worker-2'], outside: false }).build();
+  config = path.join(lab.dir, 'cluster.yaml');
+  fs.copyFileSync(LAB_CONFIG, config);
+  w1 = await startKubeTun(lab, 'worker-1', [], config);
+  w2 = await startKubeTun(lab, 'worker-2', [], config);
+});
+
+afterAll(async () => {
+  await w1?.stop();
+  await w2?.stop();
+  await lab?.destroy();
+});
+
+const servers = (ns: string, n: number) =>
+  parseAnswers(lab.exec(ns, ['curl', '-s', '--max-time', '5', '-H', 'Connection: close', `http://${VIP}:9999/[1-${n}]`])).map((a) => a.server);
+
+async function waitForLog(d: RunningDaemon, re: RegExp, after: number, timeoutMs = 10_000): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const tail = d.log().slice(after);
+    const line = tail.split('\n').find((l) => re.test(l));
+    if (line) return line;
+    await sleep(100);
+  }
+  throw new Error(`no log line matching ${re} within ${timeoutMs} ms:\n${d.log().slice(after)}`);
+}
+
+describe('lifecycle', () => {
+  it('removing an endpoint mid-run: reload is logged, new connections avoid it, nothing crashes', async () => {
+    expect(new Set(servers(lab.podNs('client'), 40))).toEqual(new Set(['nginx1', 'nginx2']));
+    const mark = w2.log().length;
+    // Drop nginx2 (10.1.139.93) from default/test's EndpointSlice, as an endpoints controller would.
+    const text = fs.readFileSync(config, 'utf8');
+    const marker = 'name: test-abcde';
+    const at = text.indexOf(marker);
+    const end = text.indexOf('---', at);
+    const slice = text.slice(at, end).replace(/\n  - \{ addresses: \[10\.1\.139\.93\][^\n]*/, '');
+    fs.writeFileSync(config, text.slice(0, at) + slice + text.slice(end));
+    const line = await waitForLog(w2, /"msg":"rules reloaded"/, mark);
+    expect(JSON.parse(line).services).toBeGreaterThan(0);
+    const after = servers(lab.podNs('client'), 40);
+    expect(after).toHaveLength(40);
+    expect(new Set(after)).toEqual(new Set(['nginx1']));
+    expect(w2.child.exitCode).toBeNull();
+  });
+
+  it('a bad config on reload is refused with the field named, and the old rules keep working', async () => {
+    const mark = w2.log().length;
+    const good = fs.readFileSync(config, 'utf8');
+    fs.writeFileSync(config, good.replace('clusterIP: 10.99.64.233', 'clusterIP: 10.99.64.999'));
+    const line = await waitForLog(w2, /reload failed/, mark);
+    expect(line).toMatch(/clusterIP/);
+    expect(servers(lab.podNs('client'), 5)).toHaveLength(5);
+    fs.writeFileSync(config, good);
+    await waitForLog(w2, /"msg":"rules reloaded"/, mark);
+  });
+
+  it('restarting worker-1\'s kube-tun: it logs stop and start, and traffic flows again', async () => {
+    await w1.stop();
+    expect(w1.log()).toMatch(/"msg":"stopping"/);
+    // While it is down, cross-node traffic to worker-1's pods has no way in.
+    expect(() => lab.exec(lab.podNs('client'), ['curl', '-s', '--max-time', '1', `http://${VIP}:9999/`])).toThrow();
+    w1 = await startKubeTun(lab, 'worker-1', [], config);
+    expect(w1.log()).toMatch(/"msg":"routing installed"/);
+    expect(servers(lab.podNs('client'), 10)).toHaveLength(10);
+    expect(w2.child.exitCode).toBeNull();
+  });
+});
