@@ -183,6 +183,17 @@ describe('import: both argument orders, and what is refused', () => {
     expect([d.action, formatIPv4(d.addr), d.port]).toEqual([NAT_DNAT, '10.1.0.1', 8080]);
   });
 
+  it('large-cluster dumps (no per-endpoint comments) still attribute DNAT rules to their service', () => {
+    const n = makeNodeSettings(lab, { hostnameOverride: 'worker-2' });
+    const rs = buildRules(lab, n, { largeClusterEndpointsThreshold: 1 });
+    const text = renderIptablesSave(rs, { format: 'iptables-save' });
+    expect(text).toContain('-A KUBE-SEP-C7RYWFKVYSTQ7IJM -p tcp -m tcp -j DNAT --to-destination 10.1.139.84:80');
+    const m = compileMatcher(importIptablesSave(text).rules, n);
+    const d = new NatDecision();
+    m.match(6, ip('10.1.236.141'), ip('10.99.64.233'), 1, 9999, 0, d);
+    expect(m.serviceName(d.serviceRef)).toBe('default/test/tcp');
+  });
+
   it('kube-proxy restore input: a chain line flushes, -X deletes', () => {
     const r = importIptablesSave([
       '*nat', ':KUBE-SERVICES - [0:0]', ':KUBE-SEP-OLD - [0:0]', '-A KUBE-SERVICES -j KUBE-SEP-OLD',

@@ -136,6 +136,18 @@ describe('matcher: NodePorts and externalTrafficPolicy', () => {
     expect(decide(w2, TCP, '10.1.236.141', '10.104.152.224', 80).action).toBe(NAT_DNAT);
   });
 
+  it('legacy rules: eTP Local via KUBE-XLB, KUBE-MARK-DROP and kubelet\'s KUBE-FIREWALL', () => {
+    const l2 = matcherFor(lab, 'worker-2', {}, { proxyVersion: 'legacy' });
+    const l1 = matcherFor(lab, 'worker-1', {}, { proxyVersion: 'legacy' });
+    const drop = decide(l2, TCP, '192.168.2.100', '192.168.2.3', 30338);
+    expect(drop.action).toBe(NAT_DROP);
+    expect(l2.describeRule(drop.ruleRef)).toMatchObject({ table: 'filter', chain: 'KUBE-FIREWALL' });
+    const keep = decide(l1, TCP, '192.168.2.100', '192.168.2.2', 30338);
+    expect([keep.action, keep.masquerade]).toEqual([NAT_DNAT, false]);
+    const np = decide(l2, TCP, '192.168.2.100', '192.168.2.3', 30337);
+    expect([np.action, np.masquerade]).toEqual([NAT_DNAT, true]);
+  });
+
   it('no endpoints: REJECT from filter KUBE-SERVICES / KUBE-EXTERNAL-SERVICES', () => {
     const s = parseConfig([{ file: 'x.yaml', text: `
 apiVersion: kubetun.dev/v1alpha1

@@ -80,7 +80,10 @@ describe('the compiled matcher agrees with the trace (two interpreters of one IR
     [17, '10.96.0.10', 53], [6, '10.96.0.10', 53], [6, '192.168.2.2', 30337], [6, '192.168.2.3', 30337],
     [6, '192.168.2.2', 30338], [6, '192.168.2.3', 30338], [6, '10.99.64.233', 80], [6, '1.1.1.1', 443], [6, '127.0.0.1', 30337],
   ];
-  for (const [name, rs, node] of [['worker-1', rs1, w1], ['worker-2', rs2, w2]] as const) {
+  const legacy1 = buildRules(lab, w1, { proxyVersion: 'legacy' }), legacy2 = buildRules(lab, w2, { proxyVersion: 'legacy' });
+  for (const [name, rs, node] of [
+    ['worker-1', rs1, w1], ['worker-2', rs2, w2], ['worker-1 (legacy rules)', legacy1, w1], ['worker-2 (legacy rules)', legacy2, w2],
+  ] as const) {
     it(`${name}: every decision is one the trace allows, at the trace's frequency`, () => {
       const m = compileMatcher(rs, node);
       const d = new NatDecision();

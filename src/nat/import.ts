@@ -4,7 +4,7 @@
 // else is refused with its line number — never silently ignored.
 import { Cidr, maskOf, parseCidr, parseIPv4 } from './ip';
 import {
-  CT_STATES, Chain, CtState, Match, PROTO_NUM, Rule, RuleSet, ServiceRef, Table, TableName, Target, probabilityToU32,
+  CT_STATES, Chain, CtState, Match, PROTO_NUM, Rule, RuleSet, ServiceRef, Table, TableName, Target, l4Of, probabilityToU32, protoOf,
 } from './ir';
 
 export class ImportError extends Error {
@@ -25,10 +25,11 @@ export interface ImportOptions {
   kubeChainsOnly?: boolean;
 }
 
-export interface ImportResult {
-  rules: RuleSet;
+/** The imported RuleSet itself (so it can be passed on directly), plus `rules` (the same object) and notes. */
+export interface ImportResult extends RuleSet {
+  readonly rules: RuleSet;
   /** Human-readable notes about what kubeChainsOnly dropped. */
-  skipped: string[];
+  readonly skipped: string[];
 }
 
 const TABLES: readonly TableName[] = ['filter', 'nat', 'mangle', 'raw'];
@@ -45,30 +46,73 @@ export function isKubeChain(name: string): boolean {
 
 /** Shell-like split as iptables-restore does it: whitespace, double (and single) quotes, backslash escapes. */
 export function tokenize(line: string, lineNo: number): string[] {
-  if (!/["'\\]/.test(line)) return line.split(/[ \t]+/).filter((t) => t !== '');
-  const out: string[] = [];
-  let cur = '';
-  let inTok = false;
-  let q: '"' | "'" | null = null;
-  for (let i = 0; i < line.length; i++) {
-    const ch = line[i];
-    if (q) {
-      if (ch === '\\' && q === '"' && i + 1 < line.length && (line[i + 1] === '"' || line[i + 1] === '\\')) { cur += line[++i]; continue; }
-      if (ch === q) { q = null; continue; }
-      cur += ch;
-      continue;
+  // Fast path (iptables-save output: single spaces, double quotes, no escapes) on the native split.
+  if (line.indexOf('\\') < 0 && line.indexOf("'") < 0 && line.indexOf('\t') < 0) {
+    const parts = line.split(' ');
+    const fast: string[] = [];
+    let ok = true;
+    for (let k = 0; k < parts.length && ok; k++) {
+      const p = parts[k];
+      if (p === '') continue;
+      if (p.charCodeAt(0) === 34) {
+        let acc = p;
+        while (acc.length < 2 || acc.charCodeAt(acc.length - 1) !== 34) {
+          if (++k >= parts.length) throw new ImportError(`line ${lineNo}: unterminated quote`, lineNo);
+          acc += ' ' + parts[k];
+        }
+        const inner = acc.slice(1, -1);
+        if (inner.indexOf('"') >= 0) ok = false;
+        else fast.push(inner);
+        continue;
+      }
+      if (p.indexOf('"') >= 0) ok = false;
+      else fast.push(p);
     }
-    if (ch === '"' || ch === "'") { q = ch; inTok = true; continue; }
-    if (ch === ' ' || ch === '\t') {
-      if (inTok) { out.push(cur); cur = ''; inTok = false; }
-      continue;
-    }
-    if (ch === '\\' && i + 1 < line.length) { cur += line[++i]; inTok = true; continue; }
-    cur += ch;
-    inTok = true;
+    if (ok) return fast;
   }
-  if (q) throw new ImportError(`line ${lineNo}: unterminated quote`, lineNo);
-  if (inTok) out.push(cur);
+  const out: string[] = [];
+  const n = line.length;
+  let i = 0;
+  while (i < n) {
+    let c = line.charCodeAt(i);
+    if (c === 32 || c === 9) { i++; continue; }
+    let tok = '';
+    let start = i;
+    while (i < n) {
+      c = line.charCodeAt(i);
+      if (c === 32 || c === 9) break;
+      if (c === 34 || c === 39) { // quote
+        tok += line.slice(start, i);
+        i++;
+        let seg = '';
+        let s0 = i;
+        for (;;) {
+          if (i >= n) throw new ImportError(`line ${lineNo}: unterminated quote`, lineNo);
+          const d = line.charCodeAt(i);
+          if (d === c) break;
+          if (c === 34 && d === 92 && i + 1 < n && (line.charCodeAt(i + 1) === 34 || line.charCodeAt(i + 1) === 92)) {
+            seg += line.slice(s0, i) + line[i + 1];
+            i += 2;
+            s0 = i;
+            continue;
+          }
+          i++;
+        }
+        tok += seg + line.slice(s0, i);
+        i++;
+        start = i;
+        continue;
+      }
+      if (c === 92 && i + 1 < n) { // backslash escape outside quotes
+        tok += line.slice(start, i) + line[i + 1];
+        i += 2;
+        start = i;
+        continue;
+      }
+      i++;
+    }
+    out.push(tok + line.slice(start, i));
+  }
   return out;
 }
 
@@ -81,6 +125,9 @@ function parseNum(s: string, lo: number, hi: number): number {
 interface LineCtx { lineNo: number; fail(msg: string): never }
 
 let sawBareHost = false;
+// Per-import caches of immutable IR objects that repeat (comments, jump targets).
+let commentCache = new Map<string, Match>();
+let jumpCache = new Map<string, Target>();
 
 function parseAddr(ctx: LineCtx, s: string | undefined, opt: string): Cidr {
   if (s === undefined) ctx.fail(`${opt} needs an address`);
@@ -119,24 +166,108 @@ function parseMark(ctx: LineCtx, s: string | undefined, opt: string): [number, n
   return [value >>> 0, mask >>> 0];
 }
 
-/** Parses one rule's arguments (after `-A CHAIN`). */
-function parseRuleArgs(ctx: LineCtx, args: string[]): { matches: Match[]; target: Target | null } {
-  const matches: Match[] = [];
-  let target: Target | null = null;
-  let module: string | null = null;
-  let proto = 0;
-  let i = 0;
-  let inv = false;
-  const next = (opt: string): string => {
-    const v = args[++i];
-    if (v === undefined) ctx.fail(`${opt} needs an argument`);
+interface StatAcc { mode: string | null; prob: string | null; every: number; packet: number; inv: boolean; at: number }
+interface RecentAcc { name: string; op: 'set' | 'rcheck' | 'update' | 'remove' | null; seconds: number; reap: boolean; inv: boolean; at: number }
+
+/** Parses one rule's arguments (after `-A CHAIN`); one instance is reused for every line (no closures per rule). */
+class RuleParser {
+  private ctx!: LineCtx;
+  private args!: string[];
+  private i = 0;
+  private inv = false;
+  private module: string | null = null;
+  private proto = 0;
+  private matches: Match[] = [];
+  private stat: StatAcc | null = null;
+  private recent: RecentAcc | null = null;
+
+  parse(ctx: LineCtx, args: string[], from: number): { matches: Match[]; target: Target | null } {
+    this.ctx = ctx; this.args = args; this.i = from; this.inv = false; this.module = null; this.proto = 0;
+    this.matches = []; this.stat = null; this.recent = null;
+    let target: Target | null = null;
+    const matches = this.matches;
+    for (; this.i < args.length; this.i++) {
+      const a = args[this.i];
+      if (a === '!') {
+        if (this.inv) ctx.fail('double "!"');
+        this.inv = true;
+        continue;
+      }
+      switch (a) {
+        case '-s': case '--source': case '--src':
+          matches.push({ kind: 'src', cidr: parseAddr(ctx, args[++this.i], a), inv: this.inv }); break;
+        case '-d': case '--destination': case '--dst':
+          matches.push({ kind: 'dst', cidr: parseAddr(ctx, args[++this.i], a), inv: this.inv }); break;
+        case '-p': case '--protocol': {
+          const v = this.next(a).toLowerCase();
+          if (v === 'all' || v === '0') { this.noInv(a); break; }
+          const n = PROTO_NUM[v] ?? parseNum(v, 1, 255);
+          if (Number.isNaN(n)) ctx.fail(`unsupported protocol "${v}"`);
+          this.proto = this.inv ? 0 : n;
+          matches.push(this.inv ? { kind: 'proto', proto: n, inv: true } : protoOf(n));
+          break;
+        }
+        case '-m': case '--match': {
+          this.noInv(a);
+          this.flush();
+          const mod = this.next(a);
+          this.module = mod;
+          switch (mod) {
+            case 'tcp': case 'udp': case 'sctp': matches.push(l4Of(PROTO_NUM[mod])); break;
+            case 'comment': case 'mark': case 'addrtype': case 'conntrack': case 'state': case 'nfacct': break;
+            case 'statistic':
+              this.stat = { mode: null, prob: null, every: 0, packet: 0, inv: false, at: matches.length };
+              matches.push(PLACEHOLDER); // replaced by flush()
+              break;
+            case 'recent':
+              this.recent = { name: 'DEFAULT', op: null, seconds: 0, reap: false, inv: false, at: matches.length };
+              matches.push(PLACEHOLDER);
+              break;
+            default: ctx.fail(`unsupported match "-m ${mod}"`);
+          }
+          break;
+        }
+        case '-j': case '--jump': case '-g': case '--goto': {
+          this.noInv(a);
+          this.flush();
+          const t = this.next(a);
+          this.module = null;
+          target = parseTarget(ctx, a === '-g' || a === '--goto', t, args, this.i + 1);
+          this.i = args.length;
+          break;
+        }
+        case '-i': case '--in-interface': case '-o': case '--out-interface':
+          ctx.fail(`unsupported option "${a}" (interfaces are not modelled)`);
+          break;
+        case '-f': case '--fragment':
+          ctx.fail(`unsupported option "${a}"`);
+          break;
+        case '-c': case '--set-counters':
+          this.i += 2; break;
+        default:
+          if (a.charCodeAt(0) !== 45) ctx.fail(`unexpected "${a}"`);
+          this.moduleOption(a);
+      }
+      this.inv = false;
+    }
+    if (this.inv) ctx.fail('"!" at the end of the rule');
+    this.flush();
+    return { matches, target };
+  }
+
+  private next(opt: string): string {
+    const v = this.args[++this.i];
+    if (v === undefined) this.ctx.fail(`${opt} needs an argument`);
     return v;
-  };
-  const noInv = (opt: string) => { if (inv) ctx.fail(`"! ${opt}" is not supported`); };
-  // Current statistic/recent/addrtype match being filled (options may come in any order).
-  let stat: { mode: string | null; prob: string | null; every: number; packet: number; inv: boolean; at: number } | null = null;
-  let recent: { name: string; op: 'set' | 'rcheck' | 'update' | 'remove' | null; seconds: number; reap: boolean; inv: boolean; at: number } | null = null;
-  const flush = () => {
+  }
+
+  private noInv(opt: string): void {
+    if (this.inv) this.ctx.fail(`"! ${opt}" is not supported`);
+  }
+
+  private flush(): void {
+    const ctx: LineCtx = this.ctx;
+    const stat = this.stat;
     if (stat) {
       let m: Match;
       if (stat.mode === 'random') {
@@ -149,161 +280,116 @@ function parseRuleArgs(ctx: LineCtx, args: string[]): { matches: Match[]; target
         if (stat.packet > stat.every - 1) ctx.fail('--packet must be smaller than --every');
         m = { kind: 'statistic', mode: 'nth', every: stat.every, packet: stat.packet, inv: stat.inv };
       } else ctx.fail('-m statistic needs --mode random or --mode nth');
-      matches[stat.at] = m;
-      stat = null;
+      this.matches[stat.at] = m;
+      this.stat = null;
     }
+    const recent = this.recent;
     if (recent) {
       if (!recent.op) ctx.fail('-m recent needs one of --set, --rcheck, --update, --remove');
-      matches[recent.at] = { kind: 'recent', name: recent.name, op: recent.op, seconds: recent.seconds, reap: recent.reap, inv: recent.inv };
-      recent = null;
+      this.matches[recent.at] = { kind: 'recent', name: recent.name, op: recent.op, seconds: recent.seconds, reap: recent.reap, inv: recent.inv };
+      this.recent = null;
     }
-  };
-  for (; i < args.length; i++) {
-    const a = args[i];
-    if (a === '!') {
-      if (inv) ctx.fail('double "!"');
-      inv = true;
-      continue;
-    }
+  }
+
+  private moduleOption(a: string): void {
+    const ctx: LineCtx = this.ctx;
+    const module = this.module, matches = this.matches, inv = this.inv, proto = this.proto;
     switch (a) {
-      case '-s': case '--source': case '--src':
-        matches.push({ kind: 'src', cidr: parseAddr(ctx, args[++i], a), inv }); break;
-      case '-d': case '--destination': case '--dst':
-        matches.push({ kind: 'dst', cidr: parseAddr(ctx, args[++i], a), inv }); break;
-      case '-p': case '--protocol': {
-        const v = next(a).toLowerCase();
-        if (v === 'all' || v === '0') { noInv(a); break; }
-        const n = PROTO_NUM[v] ?? parseNum(v, 1, 255);
-        if (Number.isNaN(n)) ctx.fail(`unsupported protocol "${v}"`);
-        proto = inv ? 0 : n;
-        matches.push({ kind: 'proto', proto: n, inv });
-        break;
-      }
-      case '-m': case '--match': {
-        noInv(a);
-        flush();
-        const mod = next(a);
-        module = mod;
-        switch (mod) {
-          case 'tcp': case 'udp': case 'sctp': matches.push({ kind: 'l4', proto: PROTO_NUM[mod] }); break;
-          case 'comment': case 'mark': case 'addrtype': case 'conntrack': case 'state': case 'nfacct': break;
-          case 'statistic':
-            stat = { mode: null, prob: null, every: 0, packet: 0, inv: false, at: matches.length };
-            matches.push({ kind: 'comment', text: '' }); // placeholder, replaced by flush()
-            break;
-          case 'recent':
-            recent = { name: 'DEFAULT', op: null, seconds: 0, reap: false, inv: false, at: matches.length };
-            matches.push({ kind: 'comment', text: '' });
-            break;
-          default: ctx.fail(`unsupported match "-m ${mod}"`);
+      case '--dport': case '--destination-port': case '--sport': case '--source-port': {
+        const l4 = module === 'tcp' || module === 'udp' || module === 'sctp' || proto === 6 || proto === 17 || proto === 132;
+        if (!l4) ctx.fail(`${a} needs -p tcp/udp/sctp or -m tcp/udp/sctp`);
+        const v = this.next(a);
+        const single = parseNum(v, 0, 65535);
+        if (!Number.isNaN(single)) {
+          matches.push({ kind: a === '--dport' || a === '--destination-port' ? 'dport' : 'sport', lo: single, hi: single, inv });
+          return;
         }
-        break;
+        const [lo, hi] = parsePorts(ctx, v, a);
+        matches.push({ kind: a === '--dport' || a === '--destination-port' ? 'dport' : 'sport', lo, hi, inv });
+        return;
       }
-      case '-j': case '--jump': case '-g': case '--goto': {
-        noInv(a);
-        flush();
-        const t = next(a);
-        module = null;
-        const opts = args.slice(i + 1);
-        i = args.length;
-        target = parseTarget(ctx, a === '-g' || a === '--goto', t, opts);
-        break;
+      case '--comment': {
+        if (module !== 'comment') break;
+        const text = this.next(a);
+        let m = commentCache.get(text);
+        if (!m) commentCache.set(text, (m = { kind: 'comment', text }));
+        matches.push(m);
+        return;
       }
-      case '-i': case '--in-interface': case '-o': case '--out-interface':
-        ctx.fail(`unsupported option "${a}" (interfaces are not modelled)`);
-        break;
-      case '-f': case '--fragment':
-        ctx.fail(`unsupported option "${a}"`);
-        break;
-      case '-c': case '--set-counters':
-        i += 2; break;
-      default:
-        if (!a.startsWith('-')) ctx.fail(`unexpected "${a}"`);
-        parseModuleOption(ctx, module, a, () => next(a), inv, matches, proto, stat, recent);
+      case '--mark':
+        if (module !== 'mark') break;
+        {
+          const [value, mask] = parseMark(ctx, this.next(a), a);
+          matches.push({ kind: 'mark', value, mask, inv });
+        }
+        return;
+      case '--src-type': case '--dst-type': {
+        if (module !== 'addrtype') break;
+        const t = this.next(a);
+        if (t !== 'LOCAL') ctx.fail(`unsupported addrtype "${t}" (only LOCAL)`);
+        const last = matches[matches.length - 1];
+        if (last && last.kind === 'addrtype' && (a === '--src-type' ? last.srcType === null : last.dstType === null)) {
+          matches[matches.length - 1] = a === '--src-type' ? { ...last, srcType: 'LOCAL', srcInv: inv } : { ...last, dstType: 'LOCAL', dstInv: inv };
+        } else {
+          matches.push(a === '--src-type'
+            ? { kind: 'addrtype', srcType: 'LOCAL', srcInv: inv, dstType: null, dstInv: false }
+            : { kind: 'addrtype', srcType: null, srcInv: false, dstType: 'LOCAL', dstInv: inv });
+        }
+        return;
+      }
+      case '--ctstate': case '--state': {
+        if (!(module === 'conntrack' && a === '--ctstate') && !(module === 'state' && a === '--state')) break;
+        const states = this.next(a).split(',');
+        for (const st of states) if (!(CT_STATES as readonly string[]).includes(st)) ctx.fail(`unsupported conntrack state "${st}"`);
+        matches.push({ kind: 'conntrack', states: states as CtState[], inv });
+        return;
+      }
+      case '--nfacct-name':
+        if (module !== 'nfacct') break;
+        matches.push({ kind: 'nfacct', name: this.next(a) });
+        return;
+      case '--mode': case '--probability': case '--every': case '--packet': {
+        const stat = this.stat;
+        if (module !== 'statistic' || !stat) break;
+        if (a === '--mode') { const m = this.next(a); if (m !== 'random' && m !== 'nth') ctx.fail(`unsupported statistic mode "${m}"`); stat.mode = m; }
+        else if (a === '--probability') { stat.prob = this.next(a); stat.inv = stat.inv || inv; }
+        else if (a === '--every') { const n = parseNum(this.next(a), 1, 0x7fffffff); if (Number.isNaN(n)) ctx.fail('--every needs a positive number'); stat.every = n; stat.inv = stat.inv || inv; }
+        else { const n = parseNum(this.next(a), 0, 0x7fffffff); if (Number.isNaN(n)) ctx.fail('--packet needs a number'); stat.packet = n; }
+        return;
+      }
+      case '--name': case '--set': case '--rcheck': case '--update': case '--remove': case '--seconds': case '--reap':
+      case '--mask': case '--rsource': case '--rdest': case '--hitcount': case '--rttl': {
+        const recent = this.recent;
+        if (module !== 'recent' || !recent) break;
+        switch (a) {
+          case '--name': recent.name = this.next(a); return;
+          case '--set': case '--rcheck': case '--update': case '--remove':
+            if (recent.op) ctx.fail('-m recent takes one of --set, --rcheck, --update, --remove');
+            recent.op = a.slice(2) as 'set'; recent.inv = inv; return;
+          case '--seconds': { const n = parseNum(this.next(a), 1, 0x7fffffff); if (Number.isNaN(n)) ctx.fail('--seconds needs a positive number'); recent.seconds = n; return; }
+          case '--reap': recent.reap = true; return;
+          case '--mask': { const m = this.next(a); if (m !== '255.255.255.255') ctx.fail(`unsupported recent --mask ${m} (only 255.255.255.255)`); return; }
+          case '--rsource': return;
+          default: ctx.fail(`unsupported recent option "${a}"`);
+        }
+        return;
+      }
     }
-    inv = false;
+    ctx.fail(module ? `unsupported option "${a}" for -m ${module}` : `unsupported option "${a}"`);
   }
-  if (inv) ctx.fail('"!" at the end of the rule');
-  flush();
-  return { matches, target };
 }
 
-function parseModuleOption(
-  ctx: LineCtx, module: string | null, a: string, arg: () => string, inv: boolean, matches: Match[], proto: number,
-  stat: { mode: string | null; prob: string | null; every: number; packet: number; inv: boolean } | null,
-  recent: { name: string; op: 'set' | 'rcheck' | 'update' | 'remove' | null; seconds: number; reap: boolean; inv: boolean } | null,
-): void {
-  const l4 = module === 'tcp' || module === 'udp' || module === 'sctp' || (module === null && (proto === 6 || proto === 17 || proto === 132));
-  switch (a) {
-    case '--dport': case '--destination-port': case '--sport': case '--source-port': {
-      if (!l4 && !(proto === 6 || proto === 17 || proto === 132)) ctx.fail(`${a} needs -p tcp/udp/sctp or -m tcp/udp/sctp`);
-      const [lo, hi] = parsePorts(ctx, arg(), a);
-      matches.push({ kind: a === '--dport' || a === '--destination-port' ? 'dport' : 'sport', lo, hi, inv });
-      return;
-    }
-    case '--comment':
-      if (module !== 'comment') break;
-      matches.push({ kind: 'comment', text: arg() });
-      return;
-    case '--mark':
-      if (module !== 'mark') break;
-      {
-        const [value, mask] = parseMark(ctx, arg(), a);
-        matches.push({ kind: 'mark', value, mask, inv });
-      }
-      return;
-    case '--src-type': case '--dst-type': {
-      if (module !== 'addrtype') break;
-      const t = arg();
-      if (t !== 'LOCAL') ctx.fail(`unsupported addrtype "${t}" (only LOCAL)`);
-      const last = matches[matches.length - 1];
-      if (last && last.kind === 'addrtype' && (a === '--src-type' ? last.srcType === null : last.dstType === null)) {
-        matches[matches.length - 1] = a === '--src-type' ? { ...last, srcType: 'LOCAL', srcInv: inv } : { ...last, dstType: 'LOCAL', dstInv: inv };
-      } else {
-        matches.push(a === '--src-type'
-          ? { kind: 'addrtype', srcType: 'LOCAL', srcInv: inv, dstType: null, dstInv: false }
-          : { kind: 'addrtype', srcType: null, srcInv: false, dstType: 'LOCAL', dstInv: inv });
-      }
-      return;
-    }
-    case '--ctstate': case '--state': {
-      if (!(module === 'conntrack' && a === '--ctstate') && !(module === 'state' && a === '--state')) break;
-      const states = arg().split(',');
-      for (const s of states) if (!(CT_STATES as readonly string[]).includes(s)) ctx.fail(`unsupported conntrack state "${s}"`);
-      matches.push({ kind: 'conntrack', states: states as CtState[], inv });
-      return;
-    }
-    case '--nfacct-name':
-      if (module !== 'nfacct') break;
-      matches.push({ kind: 'nfacct', name: arg() });
-      return;
-    case '--mode': case '--probability': case '--every': case '--packet':
-      if (module !== 'statistic' || !stat) break;
-      if (a === '--mode') { const m = arg(); if (m !== 'random' && m !== 'nth') ctx.fail(`unsupported statistic mode "${m}"`); stat.mode = m; }
-      else if (a === '--probability') { stat.prob = arg(); stat.inv = stat.inv || inv; }
-      else if (a === '--every') { const n = parseNum(arg(), 1, 0x7fffffff); if (Number.isNaN(n)) ctx.fail('--every needs a positive number'); stat.every = n; stat.inv = stat.inv || inv; }
-      else { const n = parseNum(arg(), 0, 0x7fffffff); if (Number.isNaN(n)) ctx.fail('--packet needs a number'); stat.packet = n; }
-      return;
-    case '--name': case '--set': case '--rcheck': case '--update': case '--remove': case '--seconds': case '--reap':
-    case '--mask': case '--rsource': case '--rdest': case '--hitcount': case '--rttl':
-      if (module !== 'recent' || !recent) break;
-      switch (a) {
-        case '--name': recent.name = arg(); return;
-        case '--set': case '--rcheck': case '--update': case '--remove':
-          if (recent.op) ctx.fail('-m recent takes one of --set, --rcheck, --update, --remove');
-          recent.op = a.slice(2) as 'set'; recent.inv = inv; return;
-        case '--seconds': { const n = parseNum(arg(), 1, 0x7fffffff); if (Number.isNaN(n)) ctx.fail('--seconds needs a positive number'); recent.seconds = n; return; }
-        case '--reap': recent.reap = true; return;
-        case '--mask': { const m = arg(); if (m !== '255.255.255.255') ctx.fail(`unsupported recent --mask ${m} (only 255.255.255.255)`); return; }
-        case '--rsource': return;
-        default: ctx.fail(`unsupported recent option "${a}"`);
-      }
-      return;
-  }
-  ctx.fail(module ? `unsupported option "${a}" for -m ${module}` : `unsupported option "${a}"`);
-}
+const PLACEHOLDER: Match = { kind: 'comment', text: '' };
 
-function parseTarget(ctx: LineCtx, isGoto: boolean, t: string, opts: string[]): Target {
+const SIMPLE_TARGETS = new Set(['RETURN', 'ACCEPT', 'DROP', 'REJECT', 'DNAT', 'MASQUERADE', 'MARK']);
+
+function parseTarget(ctx: LineCtx, isGoto: boolean, t: string, args: string[], from: number): Target {
+  if (!isGoto && from >= args.length && !SIMPLE_TARGETS.has(t) && !KNOWN_TARGET_EXTENSIONS.has(t)) {
+    let j = jumpCache.get(t);
+    if (!j) jumpCache.set(t, (j = { kind: 'jump', chain: t }));
+    return j;
+  }
+  const opts = args.slice(from);
   const want = (allowed: readonly string[]) => {
     for (let k = 0; k < opts.length; k++) {
       if (!allowed.includes(opts[k])) ctx.fail(`unsupported option "${opts[k]}" for -j ${t}`);
@@ -361,17 +447,19 @@ function parseTarget(ctx: LineCtx, isGoto: boolean, t: string, opts: string[]): 
 const KNOWN_TARGET_EXTENSIONS = new Set(['SNAT', 'LOG', 'NFLOG', 'TRACE', 'CT', 'NOTRACK', 'CONNMARK', 'TPROXY', 'REDIRECT', 'NETMAP', 'TCPMSS', 'CHECKSUM', 'CLASSIFY', 'DSCP', 'TOS', 'TTL', 'SET', 'NFQUEUE', 'AUDIT', 'ULOG', 'TEE']);
 
 /** Parses an iptables-save dump (or kube-proxy restore input) into the rule IR. */
-export function importIptablesSave(text: string, opts: ImportOptions = {}): ImportResult {
+export function importIptablesSave(text: string, options: ImportOptions | string = {}): ImportResult {
+  const opts: ImportOptions = typeof options === 'string' ? { file: options } : options;
   const file = opts.file ? `${opts.file}: ` : '';
   sawBareHost = false;
+  commentCache = new Map();
+  jumpCache = new Map();
   const tables: Table[] = [];
   let cur: { t: Table; chains: Map<string, Chain>; deleted: Set<string> } | null = null;
   const unsupportedForeign: string[] = [];
-  const ruleLines = new Map<Rule, number>();
-  const T0 = performance.now();
+  const ruleLines = new Map<Chain, number[]>(); // line of each rule, parallel to chain.rules
   const lines = text.split('\n');
-  const T1 = performance.now();
   const seenTables = new Set<string>();
+  const ruleParser = new RuleParser();
   const ctx: LineCtx = { lineNo: 0, fail(msg: string): never { throw new ImportError(`${file}line ${this.lineNo}: ${msg}`, this.lineNo); } };
   for (let n = 0; n < lines.length; n++) {
     const lineNo = n + 1;
@@ -408,8 +496,9 @@ export function importIptablesSave(text: string, opts: ImportOptions = {}): Impo
       if (builtin && policy !== 'ACCEPT' && policy !== 'DROP') ctx.fail(`builtin chain ${name} needs policy ACCEPT or DROP`);
       if (!builtin && policy !== '-') ctx.fail(`user chain ${name} cannot have a policy`);
       let c = cur.chains.get(name);
-      if (c) { c.rules.length = 0; continue; } // a chain line flushes the chain (kube-proxy's restore input)
+      if (c) { c.rules.length = 0; ruleLines.set(c, []); continue; } // a chain line flushes the chain (kube-proxy's restore input)
       c = { name, builtin, policy: builtin ? (policy as 'ACCEPT' | 'DROP') : null, rules: [] };
+      ruleLines.set(c, []);
       cur.chains.set(name, c);
       cur.t.chains.push(c);
       continue;
@@ -431,7 +520,7 @@ export function importIptablesSave(text: string, opts: ImportOptions = {}): Impo
     if (!chain) ctx.fail(`-A ${chainName ?? ''}: chain not declared with ":${chainName ?? ''}" in *${cur.t.name}`);
     let parsed: { matches: Match[]; target: Target | null };
     try {
-      parsed = parseRuleArgs(ctx, toks.slice(2));
+      parsed = ruleParser.parse(ctx, toks, 2);
     } catch (e) {
       if (opts.kubeChainsOnly && e instanceof ImportError && !isKubeChain(chain.name)) {
         unsupportedForeign.push(`line ${lineNo} (${chain.name}): ${(e as Error).message.replace(/^.*?line \d+: /, '')}`);
@@ -441,9 +530,8 @@ export function importIptablesSave(text: string, opts: ImportOptions = {}): Impo
     }
     const rule: Rule = { matches: parsed.matches, target: parsed.target, svc: -1 };
     chain.rules.push(rule);
-    ruleLines.set(rule, lineNo);
+    ruleLines.get(chain)!.push(lineNo);
   }
-  const T2 = performance.now();
   if (cur) throw new ImportError(`${file}line ${lines.length}: missing COMMIT for *${cur.t.name}`, lines.length);
 
   const skipped: string[] = [];
@@ -454,10 +542,12 @@ export function importIptablesSave(text: string, opts: ImportOptions = {}): Impo
       t.chains.splice(0, t.chains.length, ...t.chains.filter((c) => c.builtin || isKubeChain(c.name)));
       for (const c of t.chains) {
         if (!c.builtin) continue;
-        const keep = c.rules.filter((r) => r.target?.kind === 'jump' && isKubeChain(r.target.chain));
-        const dropped = c.rules.length - keep.length;
+        const lns = ruleLines.get(c) ?? [];
+        const keepIdx = c.rules.map((r, k) => (r.target?.kind === 'jump' && isKubeChain(r.target.chain) ? k : -1)).filter((k) => k >= 0);
+        const dropped = c.rules.length - keepIdx.length;
         if (dropped) skipped.push(`${t.name}: ${dropped} rule(s) of ${c.name} not jumping to a KUBE- chain`);
-        c.rules.splice(0, c.rules.length, ...keep);
+        ruleLines.set(c, keepIdx.map((k) => lns[k]));
+        c.rules.splice(0, c.rules.length, ...keepIdx.map((k) => c.rules[k]));
       }
     }
     for (const u of unsupportedForeign) skipped.push(`unsupported rule dropped: ${u}`);
@@ -466,28 +556,41 @@ export function importIptablesSave(text: string, opts: ImportOptions = {}): Impo
   // Jump targets must exist; extension targets we do not model are refused here.
   for (const t of tables) {
     const names = new Set(t.chains.map((c) => c.name));
-    for (const c of t.chains) for (const r of c.rules) {
-      const tg = r.target;
+    for (const c of t.chains) for (let k = 0; k < c.rules.length; k++) {
+      const tg = c.rules[k].target;
       if (!tg || (tg.kind !== 'jump' && tg.kind !== 'goto')) continue;
       if (names.has(tg.chain)) continue;
-      const ln = ruleLines.get(r) ?? 0;
+      const ln = ruleLines.get(c)?.[k] ?? 0;
       if (KNOWN_TARGET_EXTENSIONS.has(tg.chain)) throw new ImportError(`${file}line ${ln}: unsupported target "-j ${tg.chain}"`, ln);
       throw new ImportError(`${file}line ${ln}: -${tg.kind === 'jump' ? 'j' : 'g'} ${tg.chain}: no such chain in *${t.name}`, ln);
     }
   }
 
-  const T3 = performance.now();
   const { services, mark } = attachServices(tables);
-  console.log('split', (T1-T0).toFixed(0), 'loop', (T2-T1).toFixed(0), 'validate', (T3-T2).toFixed(0), 'attach', (performance.now()-T3).toFixed(0));
-  return { rules: { tables, services, meta: { proxyVersion: 'imported', nodeName: '', masqueradeMark: mark, bareHostAddresses: sawBareHost } }, skipped };
+  commentCache = new Map();
+  jumpCache = new Map();
+  const rules: RuleSet = { tables, services, meta: { proxyVersion: 'imported', nodeName: '', masqueradeMark: mark, bareHostAddresses: sawBareHost } };
+  return { ...rules, rules, skipped };
 }
 
-// kube-proxy's comment shapes around a ServicePortName (proxier.go); one regex, results cached per text.
-const SVC_COMMENT_RE = new RegExp('^(?:masquerade traffic for |pod traffic for |masquerade LOCAL traffic for |route LOCAL traffic for |other traffic to |Balancing rule \\d+ for )?'
-  + '(\\S+?)'
-  + '(?: cluster IP| external IP| loadbalancer IP| -> \\S+| has no endpoints| has no local endpoints| health check node port'
-  + '| traffic not accepted by \\S+| external destinations| will be dropped by KUBE-PROXY-FIREWALL)?$');
+// kube-proxy's comments around a ServicePortName (proxier.go): "<svc>", "<svc> cluster IP",
+// "<svc> -> <ep>", "<svc> has no endpoints", …, and a few with a prefix ("masquerade traffic for <svc>
+// external destinations", "other traffic to <svc> will be dropped …", "Balancing rule 0 for <svc>").
 const SVC_NAME_RE = /^[a-z0-9][-a-z0-9.]*\/[a-z0-9][-a-z0-9.]*(:[-a-z0-9]*)?$/;
+const COMMENT_PREFIXES = ['masquerade traffic for ', 'pod traffic for ', 'masquerade LOCAL traffic for ', 'route LOCAL traffic for ', 'other traffic to '];
+
+export function serviceNameOfComment(text: string): string | null {
+  let start = 0;
+  for (const p of COMMENT_PREFIXES) if (text.startsWith(p)) { start = p.length; break; }
+  if (start === 0 && text.startsWith('Balancing rule ')) {
+    const f = text.indexOf(' for ');
+    if (f < 0) return null;
+    start = f + 5;
+  }
+  const sp = text.indexOf(' ', start);
+  const word = sp < 0 ? text.slice(start) : text.slice(start, sp);
+  return SVC_NAME_RE.test(word) ? word : null;
+}
 
 /** Service refs from kube-proxy's comments (rules without comments get -1), and the masquerade mark. */
 function attachServices(tables: Table[]): { services: ServiceRef[]; mark: number } {
@@ -505,8 +608,7 @@ function attachServices(tables: Table[]): { services: ServiceRef[]; mark: number
       if (!cm || cm.kind !== 'comment') return;
       let name = nameOf.get(cm.text);
       if (name === undefined) {
-        const m = SVC_COMMENT_RE.exec(cm.text);
-        name = m && SVC_NAME_RE.test(m[1]) ? m[1] : null;
+        name = serviceNameOfComment(cm.text);
         nameOf.set(cm.text, name);
       }
       if (name === null) return;
@@ -522,6 +624,35 @@ function attachServices(tables: Table[]): { services: ServiceRef[]; mark: number
       }
       (r as { svc: number }).svc = idx; // rules are fresh objects of this import
     });
+  }
+  // Rules without comments (kube-proxy's large-cluster mode drops per-endpoint comments): a
+  // service chain's rules belong to the service of its commented rules, and a KUBE-SEP/SVC/…
+  // chain to the service of the rule that jumps to it.
+  const perServiceRe = /^KUBE-(SVC|SVL|EXT|FW|SEP|XLB)-/;
+  for (const t of tables) {
+    const perService = new Set(t.chains.filter((c) => perServiceRe.test(c.name)).map((c) => c.name));
+    const chainSvc = new Map<string, number>();
+    for (let pass = 0; pass < 3; pass++) {
+      for (const c of t.chains) {
+        const isPer = perService.has(c.name);
+        let own = chainSvc.get(c.name) ?? -1;
+        if (own < 0 && isPer) {
+          for (const r of c.rules) if (r.svc >= 0) { own = r.svc; break; }
+          if (own >= 0) chainSvc.set(c.name, own);
+        }
+        for (const r of c.rules) {
+          const tg = r.target;
+          if (!tg || (tg.kind !== 'jump' && tg.kind !== 'goto')) continue;
+          const s = r.svc >= 0 ? r.svc : isPer ? own : -1;
+          if (s >= 0 && perService.has(tg.chain) && !chainSvc.has(tg.chain)) chainSvc.set(tg.chain, s);
+        }
+      }
+    }
+    for (const c of t.chains) {
+      const s = chainSvc.get(c.name);
+      if (s === undefined) continue;
+      for (const r of c.rules) if (r.svc < 0) (r as { svc: number }).svc = s;
+    }
   }
   return { services, mark };
 }

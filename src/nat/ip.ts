@@ -8,21 +8,27 @@ export interface Cidr {
   readonly mask: number;
 }
 
-const IPV4_RE = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
-
-/** Parses dotted-quad IPv4 (no leading-zero octets, like Go's net.ParseIP). Returns -1 when invalid. */
+/** Parses dotted-quad IPv4 (no leading-zero octets, like Go's net.ParseIP). Returns -1 when invalid. Allocates nothing. */
 export function parseIPv4(s: string): number {
-  const m = IPV4_RE.exec(s);
-  if (!m) return -1;
-  let v = 0;
-  for (let i = 1; i <= 4; i++) {
-    const o = m[i];
-    if (o.length > 1 && o[0] === '0') return -1;
-    const n = Number(o);
-    if (n > 255) return -1;
-    v = v * 256 + n;
+  const n = s.length;
+  if (n < 7 || n > 15) return -1;
+  let v = 0, octet = 0, digits = 0, dots = 0, lead0 = false;
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 46) { // '.'
+      if (digits === 0 || dots === 3) return -1;
+      v = v * 256 + octet;
+      dots++; octet = 0; digits = 0; lead0 = false;
+      continue;
+    }
+    if (c < 48 || c > 57) return -1;
+    if (digits === 0) lead0 = c === 48;
+    else if (lead0) return -1;
+    octet = octet * 10 + (c - 48);
+    if (++digits > 3 || octet > 255) return -1;
   }
-  return v >>> 0;
+  if (dots !== 3 || digits === 0) return -1;
+  return (v * 256 + octet) >>> 0;
 }
 
 export function formatIPv4(a: number): string {

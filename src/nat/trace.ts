@@ -278,3 +278,18 @@ export function formatTrace(t: TraceResult): string {
   for (const n of t.notes) lines.push(`note: ${n}`);
   return lines.join('\n');
 }
+
+/**
+ * traceRules with the packet first and the protocol by name ("tcp", "udp", "sctp", "icmp") or
+ * number, for command-line callers.
+ */
+export function tracePacket(
+  rs: RuleSet,
+  pkt: { proto: string | number; src: number; dst: number; sport?: number; dport: number },
+  node: { readonly localAddresses: readonly number[] },
+  opts: TraceOptions = {},
+): TraceResult {
+  const proto = typeof pkt.proto === 'number' ? pkt.proto : ({ icmp: 1, tcp: 6, udp: 17, sctp: 132 } as Record<string, number>)[pkt.proto.toLowerCase()];
+  if (proto === undefined) throw new RangeError(`unknown protocol "${pkt.proto}"`);
+  return traceRules(rs, node, { proto, src: pkt.src, dst: pkt.dst, sport: pkt.sport, dport: pkt.dport }, opts);
+}
