@@ -1,8 +1,7 @@
 // `kube-tun rules` and `kube-tun trace`: kube-proxy's rules for a node, and one packet's walk through them.
 import * as fs from 'node:fs';
-import { loadConfig, makeNodeSettings, buildRules, renderIptablesSave, parseIPv4 } from '../nat';
+import { loadConfig, makeNodeSettings, buildRules, renderIptablesSave, parseIPv4, importIptablesSave, tracePacket, formatTrace } from '../nat';
 import type { RuleSet, NodeSettings } from '../nat';
-import * as nat from '../nat';
 import { UsageError } from './main';
 
 function flagsOf(v: Record<string, any>) {
@@ -34,9 +33,7 @@ export function ruleSetFor(v: Record<string, any>): { rs: RuleSet; localAddresse
     return a;
   });
   if (v.rules) {
-    const importDump = (nat as any).importIptablesSave as ((text: string, file?: string) => RuleSet) | undefined;
-    if (!importDump) throw new UsageError('--rules: importing iptables-save dumps is not available in this build');
-    return { rs: importDump(fs.readFileSync(v.rules, 'utf8'), v.rules), localAddresses: extraLocal };
+    return { rs: importIptablesSave(fs.readFileSync(v.rules, 'utf8'), v.rules), localAddresses: extraLocal };
   }
   if (!v.config?.length) throw new UsageError('give --config FILE… or --rules DUMP');
   const state = loadConfig(v.config);
@@ -45,9 +42,6 @@ export function ruleSetFor(v: Record<string, any>): { rs: RuleSet; localAddresse
 }
 
 export function trace(v: Record<string, any>): number {
-  const traceFn = (nat as any).tracePacket as ((rs: RuleSet, pkt: any, node: { localAddresses: readonly number[] }) => any) | undefined;
-  const format = (nat as any).formatTrace as ((t: any) => string) | undefined;
-  if (!traceFn || !format) throw new UsageError('trace is not available in this build');
   const { rs, localAddresses } = ruleSetFor(v);
   const addr = (name: string) => {
     const s = v[name];
@@ -64,7 +58,7 @@ export function trace(v: Record<string, any>): number {
   };
   const proto = String(v.proto ?? 'tcp').toLowerCase();
   if (!['tcp', 'udp', 'icmp', 'sctp'].includes(proto)) throw new UsageError(`--proto: expected tcp, udp, sctp or icmp, got "${proto}"`);
-  const result = traceFn(rs, { proto, src: addr('src'), dst: addr('dst'), sport: port('sport', 40000), dport: port('dport', 0) }, { localAddresses });
-  process.stdout.write(v.json ? JSON.stringify(result, null, 2) + '\n' : format(result));
+  const result = tracePacket(rs, { proto, src: addr('src'), dst: addr('dst'), sport: port('sport', 40000), dport: port('dport', 0) }, { localAddresses });
+  process.stdout.write(v.json ? JSON.stringify(result, null, 2) + '\n' : formatTrace(result).replace(/\n?$/, '\n'));
   return 0;
 }
