@@ -1,26 +1,36 @@
-// The `kube-tun` command: run, conntrack, stats, rules, trace, cleanup.
+// The `kube-tun` command: run, conntrack, stats, rules, trace, pcap, cleanup.
 import { parseArgs } from 'node:util';
+import * as path from 'node:path';
 import pino from 'pino';
 import { controlRequest, defaultControlSocket } from '../daemon/control';
+import { loadDaemonConfigFile, mergeFlags, explicitFlags, ConfigFileError } from '../daemon/config-file';
 
 const USAGE = `usage: kube-tun <command> [options]
 
   run        --config FILE [--config FILE…] --hostname-override NODE [--tun kt0] [--ct-max N]
              [--cluster-cidr CIDR] [--masquerade-all] [--rules DUMP] [--log-level info]
-             [--control-socket PATH] [--no-watch]
+             [--control-socket PATH] [--no-watch] [--keep-routing]
+             [--metrics-bind-address 127.0.0.1:10249] [--healthz-bind-address 127.0.0.1:10256]
+             [--sync-period 30s] [--ready-fd N] [--pcap FILE [--pcap-max-packets N]]
+             [--daemon-config FILE]
              attach to a TUN device and do the node's service NAT (--node is an alias of
-             --hostname-override)
+             --hostname-override; "" as a bind address disables that server; flags win over
+             the KubeTunDaemonConfiguration in --daemon-config)
   conntrack  -L | -E | -D  [-p tcp|udp|icmp] [-s ADDR] [-d ADDR] [--sport N] [--dport N]
              [-r|--reply-src ADDR] [-q|--reply-dst ADDR] [--state STATE] [--status ASSURED|UNREPLIED]
-             list, stream events of, or delete the running daemon's connections, in
-             conntrack-tools' format
+             [-e|--event-mask NEW,UPDATE,DESTROY]   list, stream events of (-E), or delete the
+             running daemon's connections, in conntrack-tools' format
   stats      packet, drop and conntrack counters of the running daemon (JSON)
+  reload     re-read the config files now (as SIGHUP and a file change do)
+  pcap       start FILE [--max-packets N] | stop | status   capture what enters and leaves the
+             TUN (pcap, for tshark -r / wireshark), toggled in the running daemon
   rules      --config FILE… --hostname-override NODE [--cluster-cidr CIDR] [--masquerade-all]
              [--node-ip IP…] [--proxy-version modern|legacy]   print kube-proxy's iptables-save
              rules for these objects; --live prints what the running daemon has compiled
   trace      (--config FILE… | --rules DUMP) --src A --dst B [--proto tcp] [--dport P] [--sport S]
              [--local-addrs A,B] [--json]   explain what the rules do with one packet
-  cleanup    [--tun kt0]   remove the TUN device, routes and policy rules kube-tun installed
+  cleanup    [--tun kt0] [--force]   remove the TUN device, routes and policy rules kube-tun
+             installed and restore the local table rule (idempotent)
 
   Daemon commands find it through --control-socket (default /run/kube-tun/<tun>.sock).
 `;
@@ -41,6 +51,16 @@ const OPTIONS = {
   'control-socket': { type: 'string' },
   'no-watch': { type: 'boolean' },
   'keep-routing': { type: 'boolean' },
+  'metrics-bind-address': { type: 'string' },
+  'healthz-bind-address': { type: 'string' },
+  'sync-period': { type: 'string' },
+  'ready-fd': { type: 'string' },
+  pcap: { type: 'string' },
+  'pcap-max-packets': { type: 'string' },
+  'daemon-config': { type: 'string' },
+  'max-packets': { type: 'string' },
+  'event-mask': { type: 'string', short: 'e' },
+  force: { type: 'boolean' },
   live: { type: 'boolean' },
   L: { type: 'boolean', short: 'L' },
   E: { type: 'boolean', short: 'E' },
@@ -68,20 +88,30 @@ function num(v: string | undefined, name: string, min: number, max: number): num
   return n;
 }
 
+/** Commands that take positional arguments (the rest reject them). */
+const POSITIONAL_COMMANDS = new Set(['pcap']);
+
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   if (!cmd || cmd === '-h' || cmd === '--help' || cmd === 'help') { process.stdout.write(USAGE); return cmd ? 0 : 2; }
-  let values: any;
+  let values: any, positionals: string[], tokens: ReturnType<typeof parseArgs>['tokens'];
   try {
-    ({ values } = parseArgs({ args: rest, options: OPTIONS, allowPositionals: false, strict: true }));
+    ({ values, positionals, tokens } = parseArgs({ args: rest, options: OPTIONS, allowPositionals: true, strict: true, tokens: true }));
   } catch (e: any) {
     throw new UsageError(e.message);
   }
   if (values.help) { process.stdout.write(USAGE); return 0; }
+  if (positionals.length > 0 && !POSITIONAL_COMMANDS.has(cmd)) throw new UsageError(`${cmd}: unexpected argument "${positionals[0]}"`);
+  if (values['daemon-config']) {
+    try {
+      values = mergeFlags(loadDaemonConfigFile(values['daemon-config']), values, explicitFlags(tokens));
+    } catch (e) {
+      if (e instanceof ConfigFileError) throw new UsageError(`--daemon-config: ${e.message}`);
+      throw e;
+    }
+  }
   const socket = values['control-socket'] ?? defaultControlSocket(values.tun);
-  const ask = async (req: { cmd: string; args?: Record<string, unknown> }) => {
-    await controlRequest(socket, req, (s) => process.stdout.write(s));
-  };
+  const ask = (req: { cmd: string; args?: Record<string, unknown> }) => askDaemon(socket, req);
   switch (cmd) {
     case 'run':
       return (await import('./run')).run(values, pino({ level: values['log-level'] }, pino.destination(2)));
@@ -90,29 +120,83 @@ export async function main(argv: string[]): Promise<number> {
         proto: values.proto, src: values.src, dst: values.dst,
         sport: num(values.sport, 'sport', 0, 65535), dport: num(values.dport, 'dport', 0, 65535),
         replySrc: values['reply-src'], replyDst: values['reply-dst'], state: values.state, status: values.status,
+        eventMask: values['event-mask'],
       };
       const n = [values.L, values.E, values.D].filter(Boolean).length;
       if (n !== 1) throw new UsageError('conntrack: give exactly one of -L, -E, -D');
-      if (values.E) {
-        await ask({ cmd: 'conntrack-events', args });
-        return 0;
-      }
-      await ask({ cmd: values.L ? 'conntrack-list' : 'conntrack-delete', args });
-      return 0;
+      if (values['event-mask'] && !values.E) throw new UsageError('conntrack: -e/--event-mask goes with -E');
+      if (values.E) return streamEvents(socket, args);
+      return ask({ cmd: values.L ? 'conntrack-list' : 'conntrack-delete', args });
     }
     case 'stats':
-      await ask({ cmd: 'stats' });
-      return 0;
+      return ask({ cmd: 'stats' });
+    case 'reload':
+      return ask({ cmd: 'reload' });
     case 'rules':
-      if (values.live) { await ask({ cmd: 'rules' }); return 0; }
+      if (values.live) return ask({ cmd: 'rules' });
       return (await import('./rules')).rules(values);
     case 'trace':
       return (await import('./rules')).trace(values);
+    case 'pcap': {
+      const [action = 'status', file, ...more] = positionals;
+      if (more.length) throw new UsageError(`pcap: unexpected argument "${more[0]}"`);
+      if (action === 'start') {
+        if (!file) throw new UsageError('pcap start FILE [--max-packets N]: give the file to write');
+        const maxPackets = num(values['max-packets'] ?? values['pcap-max-packets'], 'max-packets', 0, Number.MAX_SAFE_INTEGER);
+        return ask({ cmd: 'pcap', args: { action, file: path.resolve(file), maxPackets } });
+      }
+      if (action !== 'stop' && action !== 'status') throw new UsageError(`pcap: unknown action "${action}" (start FILE, stop, status)`);
+      if (file) throw new UsageError(`pcap ${action}: unexpected argument "${file}"`);
+      return ask({ cmd: 'pcap', args: { action } });
+    }
     case 'cleanup':
       return (await import('./run')).cleanup(values);
     default:
       throw new UsageError(`unknown command "${cmd}"\n\n${USAGE}`);
   }
+}
+
+/**
+ * One request to the daemon; its answer goes to stdout, or to stderr with exit code 1 when the
+ * daemon says "error: ...".
+ */
+async function askDaemon(socket: string, req: { cmd: string; args?: Record<string, unknown> }): Promise<number> {
+  let head = '', decided: 'out' | 'err' | undefined;
+  await controlRequest(socket, req, (s) => {
+    if (decided === undefined) {
+      head += s;
+      if (head.length < 7 && !head.includes('\n')) return;
+      decided = head.startsWith('error: ') ? 'err' : 'out';
+      s = head;
+    }
+    (decided === 'err' ? process.stderr : process.stdout).write(decided === 'err' ? s.replace(/^error: /, 'kube-tun: ') : s);
+  });
+  if (decided === undefined && head) process.stdout.write(head);
+  return decided === 'err' ? 1 : 0;
+}
+
+/** `conntrack -E`: stream until interrupted, then print the count to stderr like conntrack-tools. */
+async function streamEvents(socket: string, args: Record<string, unknown>): Promise<number> {
+  let events = 0, partial = '';
+  const summary = () => process.stderr.write(`conntrack v1.4.7 (conntrack-tools): ${events} flow events have been shown.\n`);
+  const onSignal = () => { summary(); process.exit(0); };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  let failed = false;
+  await controlRequest(socket, { cmd: 'conntrack-events', args }, (s) => {
+    if (events === 0 && partial === '' && s.startsWith('error: ')) failed = true;
+    if (failed) { process.stderr.write(s.replace(/^error: /, 'kube-tun: ')); return; }
+    process.stdout.write(s);
+    partial += s;
+    const lines = partial.split('\n');
+    partial = lines.pop()!;
+    events += lines.filter((l) => l.startsWith(' ') || l.startsWith('[')).length;
+  });
+  process.removeListener('SIGINT', onSignal);
+  process.removeListener('SIGTERM', onSignal);
+  if (failed) return 1;
+  summary();
+  return 0;
 }
 
 if (require.main === module) {

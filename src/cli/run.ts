@@ -1,21 +1,41 @@
 // `kube-tun run` and `kube-tun cleanup`.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { execFileSync } from 'node:child_process';
 import type { Logger } from 'pino';
 import { Daemon } from '../daemon/daemon';
-import { defaultControlSocket } from '../daemon/control';
+import { defaultControlSocket, socketAnswers } from '../daemon/control';
 import { teardownRouting, DEFAULT_TABLE_FROM_TUN, DEFAULT_TABLE_TO_TUN } from '../daemon/routing';
-import { DaemonOptions, DEFAULT_CT_MAX } from '../daemon/settings';
+import { DaemonOptions, DEFAULT_CT_MAX, DEFAULT_SYNC_PERIOD_MS } from '../daemon/settings';
+import { parseBindAddress, notifyReadyFd, DEFAULT_HEALTHZ_BIND_ADDRESS, DEFAULT_METRICS_BIND_ADDRESS } from '../daemon/health';
+import { parseDuration } from '../daemon/config-file';
 import { UsageError } from './main';
+
+function int(v: unknown, flag: string, min: number, max: number): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (v === '' || !Number.isInteger(n) || n < min || n > max) throw new UsageError(`--${flag}: expected an integer ${min}-${max}, got "${v}"`);
+  return n;
+}
+
+function bindAddress(v: unknown, flag: string, dflt: string): string {
+  const s = v === undefined ? dflt : String(v);
+  if (s === '') return '';
+  try { parseBindAddress(s, 0); } catch (e: any) { throw new UsageError(`--${flag}: ${e.message}`); }
+  return s;
+}
 
 export function daemonOptions(v: Record<string, any>): DaemonOptions {
   const node = v['hostname-override'] ?? v.node;
   if (!node) throw new UsageError('run: --hostname-override NODE (or --node NODE) is required');
   if (!v.config?.length && !v.rules) throw new UsageError('run: give --config FILE (Services, EndpointSlices, Nodes) or --rules DUMP');
-  let ctMax = DEFAULT_CT_MAX;
-  if (v['ct-max'] !== undefined) {
-    ctMax = Number(v['ct-max']);
-    if (!Number.isInteger(ctMax) || ctMax < 16 || ctMax > 1 << 24) throw new UsageError(`--ct-max: expected an integer 16-16777216, got "${v['ct-max']}"`);
-  }
+  const ctMax = int(v['ct-max'], 'ct-max', 16, 1 << 24) ?? DEFAULT_CT_MAX;
   if (!/^[A-Za-z0-9_.-]{1,15}$/.test(v.tun)) throw new UsageError(`--tun: "${v.tun}" is not a valid interface name (1-15 of A-Za-z0-9_.-)`);
+  let syncPeriodMs = DEFAULT_SYNC_PERIOD_MS;
+  if (v['sync-period'] !== undefined) {
+    try { syncPeriodMs = parseDuration(String(v['sync-period'])); } catch (e: any) { throw new UsageError(`--sync-period: ${e.message}`); }
+    if (!(syncPeriodMs >= 1)) throw new UsageError(`--sync-period: must be at least 1ms, got "${v['sync-period']}"`);
+  }
   return {
     node, tun: v.tun, ctMax,
     configFiles: v.config ?? [],
@@ -26,17 +46,30 @@ export function daemonOptions(v: Record<string, any>): DaemonOptions {
     controlSocket: v['control-socket'] ?? defaultControlSocket(v.tun),
     watch: !v['no-watch'],
     keepRouting: !!v['keep-routing'],
+    metricsBindAddress: bindAddress(v['metrics-bind-address'], 'metrics-bind-address', DEFAULT_METRICS_BIND_ADDRESS),
+    healthzBindAddress: bindAddress(v['healthz-bind-address'], 'healthz-bind-address', DEFAULT_HEALTHZ_BIND_ADDRESS),
+    syncPeriodMs,
+    readyFd: int(v['ready-fd'], 'ready-fd', 0, 1 << 20),
+    pcap: v.pcap ? path.resolve(v.pcap) : undefined,
+    pcapMaxPackets: int(v['pcap-max-packets'], 'pcap-max-packets', 0, Number.MAX_SAFE_INTEGER),
   };
 }
 
 export async function run(v: Record<string, any>, log: Logger): Promise<number> {
   const opts = daemonOptions(v);
   const daemon = new Daemon(opts, log);
-  daemon.start();
+  await daemon.start();
+  if (opts.readyFd !== undefined) {
+    try {
+      notifyReadyFd(opts.readyFd);
+    } catch (e) {
+      await daemon.stop('--ready-fd failed');
+      throw e;
+    }
+  }
   return new Promise<number>((resolve) => {
     const stop = (sig: string) => {
-      daemon.stop(sig);
-      resolve(0);
+      daemon.stop(sig).then(() => resolve(0), (e: Error) => { log.error({ err: e.message }, 'stop failed'); resolve(1); });
     };
     process.once('SIGINT', () => stop('SIGINT'));
     process.once('SIGTERM', () => stop('SIGTERM'));
@@ -44,8 +77,35 @@ export async function run(v: Record<string, any>, log: Logger): Promise<number> 
   });
 }
 
+/** Is `tun` a TUN device that some process holds open? (A non-persistent TUN only exists while it is.) */
+function tunInUse(tun: string): boolean {
+  let out: string;
+  try {
+    out = execFileSync('ip', ['-d', 'link', 'show', 'dev', tun], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  } catch {
+    return false;
+  }
+  return /\btun type tun\b/.test(out) && !/\bpersist on\b/.test(out);
+}
+
+/**
+ * Like `kube-proxy --cleanup`: remove the policy rules, routing tables and TUN device `run`
+ * installs, put the local table back at priority 0, and remove a stale control socket. Safe to
+ * repeat. Refuses (exit 1) while a daemon still holds the TUN open, unless --force.
+ */
 export async function cleanup(v: Record<string, any>): Promise<number> {
-  const removed = teardownRouting({ tun: v.tun, tableFromTun: DEFAULT_TABLE_FROM_TUN, tableToTun: DEFAULT_TABLE_TO_TUN });
-  process.stdout.write(removed.length ? removed.map((r) => `removed ${r}\n`).join('') : 'nothing to clean up\n');
+  const tun = v.tun;
+  if (!/^[A-Za-z0-9_.-]{1,15}$/.test(tun)) throw new UsageError(`--tun: "${tun}" is not a valid interface name (1-15 of A-Za-z0-9_.-)`);
+  const socket = v['control-socket'] ?? defaultControlSocket(tun);
+  if (!v.force && tunInUse(tun)) {
+    throw new Error(`cleanup: ${tun} is held open by a running process (a kube-tun run?); stop it first, or pass --force`);
+  }
+  const removed = teardownRouting({ tun, tableFromTun: DEFAULT_TABLE_FROM_TUN, tableToTun: DEFAULT_TABLE_TO_TUN });
+  if (fs.statSync(socket, { throwIfNoEntry: false })?.isSocket() && !(await socketAnswers(socket))) {
+    fs.rmSync(socket, { force: true });
+    removed.push(`stale control socket ${socket}`);
+  }
+  const say = (r: string) => (r.startsWith('local table restored') ? `${r}\n` : `removed ${r}\n`);
+  process.stdout.write(removed.length ? removed.map(say).join('') : 'nothing to clean up\n');
   return 0;
 }

@@ -10,20 +10,31 @@ export type ControlHandler = (req: ControlRequest, sock: net.Socket) => string |
 export const DEFAULT_CONTROL_DIR = '/run/kube-tun';
 export function defaultControlSocket(tun: string): string { return path.join(DEFAULT_CONTROL_DIR, `${tun}.sock`); }
 
-export function serveControl(file: string, handler: ControlHandler): net.Server {
+/**
+ * Listen on `file` (mode 0600). A stale socket left by a killed daemon is replaced; one a live
+ * daemon still answers on is not (two daemons on one path would steal each other's clients):
+ * that rejects, naming the path. Resolves once listening.
+ */
+export async function serveControl(file: string, handler: ControlHandler): Promise<net.Server> {
   fs.mkdirSync(path.dirname(file), { recursive: true });
+  if (await socketAnswers(file)) {
+    throw new Error(`control socket ${file}: another kube-tun daemon answers there (give this one its own --control-socket)`);
+  }
   fs.rmSync(file, { force: true });
   const server = net.createServer((sock) => {
     let buf = '';
+    let done = false;
     sock.setEncoding('utf8');
     sock.on('error', () => sock.destroy());
     sock.on('data', async (chunk) => {
+      if (done) return; // one request per connection; later input (e.g. from a -E reader) is ignored
       buf += chunk;
       const nl = buf.indexOf('\n');
       if (nl < 0) {
-        if (buf.length > 65536) sock.end('error: request too long\n');
+        if (buf.length > 65536) { done = true; sock.end('error: request too long\n'); }
         return;
       }
+      done = true;
       const line = buf.slice(0, nl);
       buf = '';
       let req: ControlRequest;
@@ -43,9 +54,28 @@ export function serveControl(file: string, handler: ControlHandler): net.Server 
     });
   });
   const oldMask = process.umask(0o177);
-  server.listen(file, () => process.umask(oldMask));
-  server.on('error', () => process.umask(oldMask));
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(file, () => { server.removeListener('error', reject); resolve(); });
+    });
+  } finally {
+    process.umask(oldMask);
+  }
+  fs.chmodSync(file, 0o600);
   return server;
+}
+
+/** Does a daemon answer on this socket path? (false for a missing file or a stale socket). */
+export function socketAnswers(file: string, timeoutMs = 1000): Promise<boolean> {
+  return new Promise((resolve) => {
+    if (!fs.existsSync(file)) { resolve(false); return; }
+    const sock = net.createConnection(file);
+    const done = (v: boolean) => { clearTimeout(t); sock.destroy(); resolve(v); };
+    const t = setTimeout(() => done(true), timeoutMs); // accepted but slow: someone is there
+    sock.once('connect', () => done(true));
+    sock.once('error', () => done(false));
+  });
 }
 
 /** Client side: send one request, stream the answer to `onData`, resolve when the daemon closes. */

@@ -46,6 +46,8 @@ export class Pipeline {
   readonly ct: ConntrackTable;
   readonly counters = new Float64Array(C_COUNTERS);
   readonly drops = new Float64Array(ALL_DROP_REASONS.length);
+  /** Batches by size: bucket i counts sizes in (2^(i-1), 2^i] (the metrics' kubetun_batch_size). */
+  readonly batchSizes = new Uint32Array(7);
   /** Packets kube-tun itself originates (ICMP errors), flushed after each batch. */
   readonly generated = new PacketBatch(64);
   private readonly m = new PacketMeta();
@@ -65,6 +67,7 @@ export class Pipeline {
   /** Packets the kernel routed into the TUN. */
   processTunBatch(b: PacketBatch, nowMs: number): void {
     this.counters[C_BATCHES]++;
+    this.batchSizes[b.count <= 1 ? 0 : 32 - Math.clz32(b.count - 1)]++;
     for (let i = 0; i < b.count; i++) {
       this.counters[C_RX_TUN]++; this.counters[C_RX_TUN + 1] += b.lens[i];
       this.processPacket(b, i, nowMs);
@@ -74,6 +77,7 @@ export class Pipeline {
   /** Whole IPIP packets from the raw socket: check the peer, strip the outer header, process the inner. */
   processIpipBatch(b: PacketBatch, nowMs: number): void {
     this.counters[C_BATCHES]++;
+    this.batchSizes[b.count <= 1 ? 0 : 32 - Math.clz32(b.count - 1)]++;
     const m = this.m, buf = b.slab;
     for (let i = 0; i < b.count; i++) {
       this.counters[C_RX_IPIP]++; this.counters[C_RX_IPIP + 1] += b.lens[i];

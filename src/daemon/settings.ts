@@ -27,7 +27,21 @@ export interface DaemonOptions {
   controlSocket: string;
   watch: boolean;
   keepRouting: boolean;
+  /** Prometheus endpoint HOST:PORT (`--metrics-bind-address`); '' disables. */
+  metricsBindAddress: string;
+  /** /healthz, /livez, /readyz HOST:PORT (`--healthz-bind-address`); '' disables. */
+  healthzBindAddress: string;
+  /** `--sync-period`: a config change not applied within 2x this makes /healthz 503; failed reloads are retried this often. */
+  syncPeriodMs: number;
+  /** `--ready-fd N`: "READY=1\n" is written to this fd (then closed) once everything is up. */
+  readyFd?: number;
+  /** `--pcap FILE`: capture from the start (toggled at runtime with `kube-tun pcap`). */
+  pcap?: string;
+  /** `--pcap-max-packets N`: stop the capture after N packets (0 = no limit). */
+  pcapMaxPackets?: number;
 }
+
+export const DEFAULT_SYNC_PERIOD_MS = 30_000;
 
 export interface LoadedDataPath {
   state: ClusterState;
@@ -87,4 +101,38 @@ export function loadDataPath(o: DaemonOptions): LoadedDataPath {
     ruleCount: countRules(rules),
     renderLive: () => renderIptablesSave(rules),
   };
+}
+
+/**
+ * What changed between two loads, counted the way kube-proxy's sync metrics count: one per
+ * Service (namespace/name) added, removed or changed, and one per Service whose endpoints changed
+ * (kube-proxy counts EndpointSlice events; kube-tun sees the merged endpoints, so a Service with
+ * several changed slices counts once). `prev` null = the first load: everything is a change.
+ */
+export function countChanges(prev: ClusterState | null, next: ClusterState): { services: number; endpoints: number } {
+  const services = (st: ClusterState | null) => {
+    const m = new Map<string, string>();
+    for (const sp of st?.servicePorts ?? []) {
+      const k = `${sp.namespace}/${sp.name}`;
+      const { source: _source, ...rest } = sp;
+      m.set(k, (m.get(k) ?? '') + JSON.stringify(rest));
+    }
+    return m;
+  };
+  const endpoints = (st: ClusterState | null) => {
+    const m = new Map<string, string>();
+    for (const sp of st?.servicePorts ?? []) {
+      const k = `${sp.namespace}/${sp.name}`;
+      const eps = st!.endpoints[sp.key];
+      if (eps?.length) m.set(k, (m.get(k) ?? '') + sp.key + JSON.stringify(eps));
+    }
+    return m;
+  };
+  const diff = (a: Map<string, string>, b: Map<string, string>) => {
+    let n = 0;
+    for (const [k, v] of b) if (a.get(k) !== v) n++;
+    for (const k of a.keys()) if (!b.has(k)) n++;
+    return n;
+  };
+  return { services: diff(services(prev), services(next)), endpoints: diff(endpoints(prev), endpoints(next)) };
 }
