@@ -43,6 +43,9 @@ async function waitForLog(d: RunningDaemon, re: RegExp, after: number, timeoutMs
 describe('lifecycle', () => {
   it('removing an endpoint mid-run: reload is logged, new connections avoid it, nothing crashes', async () => {
     expect(new Set(servers(lab.podNs('client'), 40))).toEqual(new Set(['nginx1', 'nginx2']));
+    // A UDP flow DNAT'ed to an endpoint that is about to go away.
+    lab.exec(lab.podNs('client'), ['sh', '-c', 'dig +time=1 +tries=1 -p 5353 @10.96.0.20 x.lab >/dev/null 2>&1; true']);
+    expect(w2.cli(['conntrack', '-L', '-p', 'udp', '-d', '10.96.0.20'])).toMatch(/dport=5353/);
     const mark = w2.log().length;
     // Drop nginx2 (10.1.139.93) from default/test's EndpointSlice, as an endpoints controller would.
     const text = fs.readFileSync(config, 'utf8');
@@ -50,9 +53,16 @@ describe('lifecycle', () => {
     const at = text.indexOf(marker);
     const end = text.indexOf('---', at);
     const slice = text.slice(at, end).replace(/\n  - \{ addresses: \[10\.1\.139\.93\][^\n]*/, '');
-    fs.writeFileSync(config, text.slice(0, at) + slice + text.slice(end));
+    let edited = text.slice(0, at) + slice + text.slice(end);
+    // ... and udp-void's only endpoint.
+    const voidAt = edited.indexOf('name: udp-void-fffff');
+    edited = edited.slice(0, voidAt) + edited.slice(voidAt).replace(/endpoints:\n  - \{ addresses: \[10\.1\.139\.84\][^\n]*/, 'endpoints: []');
+    fs.writeFileSync(config, edited);
     const line = await waitForLog(w2, /"msg":"rules reloaded"/, mark);
     expect(JSON.parse(line).services).toBeGreaterThan(0);
+    // kube-proxy's deleteEndpointConnections: the UDP entry to the removed endpoint is gone.
+    expect(JSON.parse(line).staleUdpFlushed).toBeGreaterThanOrEqual(1);
+    expect(w2.cli(['conntrack', '-L', '-p', 'udp', '-d', '10.96.0.20'])).not.toMatch(/dport=5353/);
     const after = servers(lab.podNs('client'), 40);
     expect(after).toHaveLength(40);
     expect(new Set(after)).toEqual(new Set(['nginx1']));

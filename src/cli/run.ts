@@ -28,7 +28,11 @@ function bindAddress(v: unknown, flag: string, dflt: string): string {
 export function daemonOptions(v: Record<string, any>): DaemonOptions {
   const node = v['hostname-override'] ?? v.node;
   if (!node) throw new UsageError('run: --hostname-override NODE (or --node NODE) is required');
-  if (!v.config?.length && !v.rules) throw new UsageError('run: give --config FILE (Services, EndpointSlices, Nodes) or --rules DUMP');
+  if (!v.config?.length) {
+    throw new UsageError(v.rules
+      ? 'run: --rules DUMP also needs --config FILE with the Node objects and the KubeTunConfiguration (routing and IPIP peers come from them)'
+      : 'run: give --config FILE (Services, EndpointSlices, Nodes, KubeTunConfiguration)');
+  }
   const ctMax = int(v['ct-max'], 'ct-max', 16, 1 << 24) ?? DEFAULT_CT_MAX;
   if (!/^[A-Za-z0-9_.-]{1,15}$/.test(v.tun)) throw new UsageError(`--tun: "${v.tun}" is not a valid interface name (1-15 of A-Za-z0-9_.-)`);
   let syncPeriodMs = DEFAULT_SYNC_PERIOD_MS;

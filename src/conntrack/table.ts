@@ -820,7 +820,8 @@ export class ConntrackTable {
    */
   timeoutLeftSec(slot: number, nowMs: number): number {
     const left = this.times[slot << 1] - nowMs;
-    return left <= 0 ? -1 : Math.floor(left / 1000);
+    // The epsilon absorbs floating-point error: (t + 120000) - t may be 119999.99999.
+    return left <= 0 ? -1 : Math.floor(left / 1000 + 1e-6);
   }
   origSrc(slot: number): number { return this.tup[(slot << 3) + 1] >>> 0; }
   origDst(slot: number): number { return this.tup[(slot << 3) + 2] >>> 0; }

@@ -97,7 +97,7 @@ export class Daemon {
     // kube-proxy retries a failed sync every period; so do we while a change is pending.
     this.timers.push(setInterval(() => { if (this.pendingSince !== 0) this.reload('retry of a failed sync'); }, this.opts.syncPeriodMs));
     if (this.opts.configFiles.length > 0 && this.opts.watch) {
-      for (const f of this.opts.configFiles) {
+      for (const f of this.watchedFiles()) {
         fs.watchFile(f, { interval: 500 }, () => {
           if (this.pendingSince === 0) this.pendingSince = Date.now();
           this.reload(`${f} changed`);
@@ -200,6 +200,31 @@ export class Daemon {
     }
   }
 
+  private watchedFiles(): string[] {
+    return this.opts.rulesFile ? [...this.opts.configFiles, this.opts.rulesFile] : this.opts.configFiles;
+  }
+
+  /**
+   * Like kube-proxy's deleteEndpointConnections: a UDP flow has no end, so an entry DNAT'ed to an
+   * endpoint that no rule targets any more would keep sending a client's datagrams to it forever.
+   * TCP entries stay: the endpoint resets them, as with the kernel.
+   */
+  private flushStaleUdp(next: LoadedDataPath): number {
+    const live = new Set<number>();
+    for (const t of next.rules.tables) for (const c of t.chains) for (const r of c.rules) {
+      if (r.target?.kind === 'DNAT') live.add(r.target.addr * 65536 + r.target.port);
+    }
+    const stale: number[] = [];
+    const ct = this.ct;
+    ct.forEach((slot) => {
+      if (ct.proto(slot) !== 17) return;
+      const dnat = ct.replySrc(slot) !== ct.origDst(slot) || ct.replySport(slot) !== ct.origDport(slot);
+      if (dnat && !live.has(ct.replySrc(slot) * 65536 + ct.replySport(slot))) stale.push(slot);
+    });
+    for (const slot of stale) ct.remove(slot);
+    return stale.length;
+  }
+
   /** Re-read the config and swap the matcher in one assignment; conntrack entries are kept. */
   reload(why: string): boolean {
     const t0 = performance.now();
@@ -208,12 +233,13 @@ export class Daemon {
       const changes = countChanges(this.loaded.state, next.state);
       this.pipeline.matcher = next.matcher;
       this.loaded = next;
+      const flushed = this.flushStaleUdp(next);
       const seconds = (performance.now() - t0) / 1000;
       this.lastSyncAt = Date.now();
       this.syncCount++;
       this.pendingSince = 0;
       this.syncRec.record(seconds, changes);
-      this.log.info({ why, services: next.serviceCount, rules: next.ruleCount, changes, ms: +(seconds * 1000).toFixed(2) }, 'rules reloaded');
+      this.log.info({ why, services: next.serviceCount, rules: next.ruleCount, changes, staleUdpFlushed: flushed, ms: +(seconds * 1000).toFixed(2) }, 'rules reloaded');
       return true;
     } catch (e: any) {
       if (this.pendingSince === 0) this.pendingSince = Date.now();
@@ -244,9 +270,8 @@ export class Daemon {
       return '[DESTROY]' + formatEvent('UPDATE', this.ct, slot, this.deletingNow).slice(9) + '\n';
     }
     // Timeouts as of the packet that caused the event, like the kernel's event at that moment
-    // ("120 SYN_SENT"). 1 µs earlier: (t + 120000) - t can come out as 119999.99999 in floating
-    // point, which timeoutLeftSec() truncates to 119.
-    return formatEvent(type, this.ct, slot, type === 'DESTROY' ? undefined : this.ct.lastSeen(slot) - 0.001) + '\n';
+    // ("120 SYN_SENT").
+    return formatEvent(type, this.ct, slot, type === 'DESTROY' ? undefined : this.ct.lastSeen(slot)) + '\n';
   }
 
   private addWatcher(sock: net.Socket, a: Record<string, any>): void {
@@ -331,7 +356,7 @@ export class Daemon {
     this.stopping = true;
     this.log.info({ reason }, 'stopping');
     for (const t of this.timers) clearInterval(t);
-    for (const f of this.opts.configFiles) fs.unwatchFile(f);
+    for (const f of this.watchedFiles()) fs.unwatchFile(f);
     for (const w of this.watchers.keys()) w.end();
     const st = this.tap.disable();
     if (st) this.log.info(st, 'pcap closed');

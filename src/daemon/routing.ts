@@ -74,6 +74,8 @@ export function setupRouting(p: RoutingPlan, ip: Runner = ipRunner): void {
   teardownRouting(p, ip, false); // idempotent start: a crashed predecessor may have left rules behind
   for (const [k, v] of [['net.ipv4.ip_forward', '1'], ['net.ipv4.conf.all.rp_filter', '0'],
     [`net.ipv4.conf.${p.tun}.rp_filter`, '0'], [`net.ipv4.conf.${p.tun}.accept_local`, '1']]) sysctl(k, v);
+  // kube-tun is IPv4 only: without this the kernel sends router solicitations into the TUN.
+  try { sysctl(`net.ipv6.conf.${p.tun}.disable_ipv6`, '1'); } catch { /* IPv6 off in this namespace */ }
   for (const cmd of setupCommands(p)) {
     try {
       ip(cmd);

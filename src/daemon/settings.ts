@@ -1,7 +1,8 @@
 // From config files (or an iptables-save dump) to what the daemon runs: the compiled matcher, the
 // data-path settings and the routing plan. Called at start and on every reload.
 import { performance } from 'node:perf_hooks';
-import { loadConfig, makeNodeSettings, buildRules, compileMatcher, renderIptablesSave, ConfigError } from '../nat';
+import * as fs from 'node:fs';
+import { loadConfig, makeNodeSettings, buildRules, compileMatcher, renderIptablesSave, ConfigError, importIptablesSave } from '../nat';
 import type { Matcher, ClusterState, NodeSettings, RuleSet } from '../nat';
 import { formatCidr } from '../nat/ip';
 import { countRules } from '../nat/ir';
@@ -64,7 +65,9 @@ export function loadDataPath(o: DaemonOptions): LoadedDataPath {
   if (!self) throw new ConfigError(`--hostname-override: no Node object named "${node.nodeName}" in ${o.configFiles.join(', ')}`);
   if (node.nodeIPs.length === 0) throw new ConfigError(`Node ${node.nodeName}: status.addresses has no InternalIP and no --node-ip was given`);
   if (!node.serviceCIDR) throw new ConfigError('KubeTunConfiguration.serviceCIDR: required (the routes into the TUN are built from it)');
-  const rules = buildRules(state, node);
+  // With --rules the rules come from an iptables-save dump (kube-proxy's, or a real node's); the
+  // manifests then only describe the nodes and the cluster settings the routing needs.
+  const rules = o.rulesFile ? importIptablesSave(fs.readFileSync(o.rulesFile, 'utf8'), o.rulesFile) : buildRules(state, node);
   const matcher = compileMatcher(rules, node);
   const remoteNodes: RemoteNode[] = [];
   for (const n of state.nodes) {
@@ -97,7 +100,7 @@ export function loadDataPath(o: DaemonOptions): LoadedDataPath {
   const compileMs = +(performance.now() - t0).toFixed(2);
   return {
     state, node, rules, matcher, settings, plan, compileMs,
-    serviceCount: state.servicePorts.length,
+    serviceCount: o.rulesFile ? rules.services.length : state.servicePorts.length,
     ruleCount: countRules(rules),
     renderLive: () => renderIptablesSave(rules),
   };

@@ -23,6 +23,12 @@ export interface ImportOptions {
    * listed in ImportResult.skipped. Default false.
    */
   kubeChainsOnly?: boolean;
+  /**
+   * Default true: rule and chain lines of the shapes kube-proxy and iptables-save write are read in
+   * place by a fast path (same IR; anything else goes to the general parser). false: every line
+   * through the general tokenizer and parser (tests compare the two).
+   */
+  fastPath?: boolean;
 }
 
 /** The imported RuleSet itself (so it can be passed on directly), plus `rules` (the same object) and notes. */
@@ -446,6 +452,467 @@ function parseTarget(ctx: LineCtx, isGoto: boolean, t: string, args: string[], f
 
 const KNOWN_TARGET_EXTENSIONS = new Set(['SNAT', 'LOG', 'NFLOG', 'TRACE', 'CT', 'NOTRACK', 'CONNMARK', 'TPROXY', 'REDIRECT', 'NETMAP', 'TCPMSS', 'CHECKSUM', 'CLASSIFY', 'DSCP', 'TOS', 'TTL', 'SET', 'NFQUEUE', 'AUDIT', 'ULOG', 'TEE']);
 
+// ---------------------------------------------------------------------------------------------
+// Fast path. A 10,000-service dump is ~110k rule lines; tokenizing each into strings and
+// parsing them with the general RuleParser allocates millions of short-lived strings. The
+// FastRuleParser reads a rule line in place (token = [start, end) positions into the dump, numbers
+// and addresses parsed from char codes, option names compared without slicing) and builds the same
+// IR the general parser builds. It handles only the shapes kube-proxy and iptables-save write;
+// for anything else — or anything wrong — it returns null *without side effects*, and the line
+// goes through tokenize() + RuleParser, which accepts it or refuses it with the line number, so
+// errors and edge cases behave exactly as before.
+
+const M_NONE = 0, M_TCP = 1, M_UDP = 2, M_SCTP = 3, M_COMMENT = 4, M_MARK = 5, M_ADDRTYPE = 6, M_CONNTRACK = 7, M_STATISTIC = 8, M_RECENT = 9;
+type RecentOp = 'set' | 'rcheck' | 'update' | 'remove';
+
+class FastRuleParser {
+  /** The chain of the rule last returned by rule(). */
+  chain: Chain | null = null;
+  private lastChain: Chain | null = null;
+  private p = 0;
+  private e = 0;
+  private ts = 0;
+  private te = 0;
+  private quoted = false;
+  private wasBare = false;
+  // Next position (>= the line being read) of '"', and of the characters that send a line to the
+  // general tokenizer ('\\', "'", '\t'); text.length when there is none. Only ever move forward.
+  private nDq = -1;
+  private nBs = -1;
+  private nSq = -1;
+  private nTab = -1;
+  // -m statistic / -m recent being read (matches[at] holds PLACEHOLDER until flush()).
+  private statAt = -1;
+  private statRandom = false;
+  private statProb: string | null = null;
+  private statInv = false;
+  private recentAt = -1;
+  private recentName = 'DEFAULT';
+  private recentOp: RecentOp | null = null;
+  private recentSeconds = 0;
+  private recentReap = false;
+  private recentInv = false;
+  // Immutable matches that repeat (per import).
+  private readonly portCache = new Map<number, Match>();
+  private readonly ctCache = new Map<string, Match>();
+  private readonly ctInvCache = new Map<string, Match>();
+
+  constructor(private readonly text: string) {}
+
+  /** Forgets the cached chain (call when chains may have been deleted or the table changed). */
+  reset(): void {
+    this.lastChain = null;
+  }
+
+  private find(ch: string, from: number): number {
+    const k = this.text.indexOf(ch, from);
+    return k < 0 ? this.text.length : k;
+  }
+
+  /** Next token of the line: 1 (in ts/te/quoted), 0 at the end, -1 when the general tokenizer must decide. */
+  private tok(): number {
+    const text = this.text, e = this.e;
+    let p = this.p;
+    while (p < e && text.charCodeAt(p) === 32) p++;
+    if (p >= e) { this.p = p; return 0; }
+    if (this.nDq < p) this.nDq = this.find('"', p);
+    if (this.nDq === p) {
+      const q = (this.nDq = this.find('"', p + 1));
+      if (q >= e || (q + 1 < e && text.charCodeAt(q + 1) !== 32)) return -1;
+      this.ts = p + 1; this.te = q; this.quoted = true; this.p = q + 1;
+      return 1;
+    }
+    let sp = text.indexOf(' ', p);
+    if (sp < 0 || sp > e) sp = e;
+    if (this.nDq < sp) return -1; // a quote inside a word
+    this.ts = p; this.te = sp; this.quoted = false; this.p = sp;
+    return 1;
+  }
+
+  /** An unquoted value token. */
+  private val(): boolean {
+    return this.tok() === 1 && !this.quoted;
+  }
+
+  private is(lit: string): boolean {
+    return this.te - this.ts === lit.length && this.text.startsWith(lit, this.ts);
+  }
+
+  /** Position of char code `c` in [ts, te), or te. */
+  private indexIn(c: number, ts: number, te: number): number {
+    const text = this.text;
+    for (let i = ts; i < te; i++) if (text.charCodeAt(i) === c) return i;
+    return te;
+  }
+
+  /** Decimal digits at [ts, te) within lo..hi, else NaN (more than 12 digits: NaN too, the general path decides). */
+  private dec(ts: number, te: number, lo: number, hi: number): number {
+    if (te <= ts || te - ts > 12) return NaN;
+    const text = this.text;
+    let v = 0;
+    for (let i = ts; i < te; i++) {
+      const c = text.charCodeAt(i);
+      if (c < 48 || c > 57) return NaN;
+      v = v * 10 + (c - 48);
+    }
+    return v >= lo && v <= hi ? v : NaN;
+  }
+
+  /** parseNum on [ts, te): decimal or 0x hex within lo..hi, else NaN. */
+  private num(ts: number, te: number, lo: number, hi: number): number {
+    const text = this.text;
+    if (!(te - ts > 2 && text.charCodeAt(ts) === 48 && text.charCodeAt(ts + 1) === 120)) return this.dec(ts, te, lo, hi);
+    if (te - ts > 12) return NaN;
+    let v = 0;
+    for (let i = ts + 2; i < te; i++) {
+      const c = text.charCodeAt(i);
+      let d: number;
+      if (c >= 48 && c <= 57) d = c - 48;
+      else if (c >= 97 && c <= 102) d = c - 87;
+      else if (c >= 65 && c <= 70) d = c - 55;
+      else return NaN;
+      v = v * 16 + d;
+    }
+    return v >= lo && v <= hi ? v : NaN;
+  }
+
+  /** parseIPv4 on [ts, te); -1 when invalid. */
+  private ipv4(ts: number, te: number): number {
+    const text = this.text;
+    let v = 0, octet = 0, digits = 0, dots = 0, lead0 = false;
+    for (let i = ts; i < te; i++) {
+      const c = text.charCodeAt(i);
+      if (c === 46) {
+        if (digits === 0 || dots === 3) return -1;
+        v = v * 256 + octet;
+        dots++; octet = 0; digits = 0; lead0 = false;
+        continue;
+      }
+      if (c < 48 || c > 57) return -1;
+      if (digits === 0) lead0 = c === 48;
+      else if (lead0) return -1;
+      octet = octet * 10 + (c - 48);
+      if (++digits > 3 || octet > 255) return -1;
+    }
+    if (dots !== 3 || digits === 0) return -1;
+    return (v * 256 + octet) >>> 0;
+  }
+
+  /** "a.b.c.d" (sets wasBare) or "a.b.c.d/len" at [ts, te), as parseAddr; null for anything else. */
+  private cidr(ts: number, te: number): Cidr | null {
+    const slash = this.indexIn(47, ts, te);
+    if (slash === te) {
+      const a = this.ipv4(ts, te);
+      if (a < 0) return null;
+      this.wasBare = true;
+      return { addr: a, len: 32, mask: 0xffffffff };
+    }
+    const a = this.ipv4(ts, slash);
+    if (a < 0 || te - slash - 1 < 1 || te - slash - 1 > 2) return null;
+    const len = this.dec(slash + 1, te, 0, 32);
+    if (Number.isNaN(len)) return null;
+    const mask = maskOf(len);
+    return { addr: (a & mask) >>> 0, len, mask };
+  }
+
+  /** parseMark on [ts, te): value[/mask]; null when not of that form. */
+  private mark(ts: number, te: number): [number, number] | null {
+    const slash = this.indexIn(47, ts, te);
+    if (slash === te) {
+      const v = this.num(ts, te, 0, 0xffffffff);
+      return Number.isNaN(v) ? null : [v >>> 0, 0xffffffff];
+    }
+    const v = this.num(ts, slash, 0, 0xffffffff), m = this.num(slash + 1, te, 0, 0xffffffff);
+    return Number.isNaN(v) || Number.isNaN(m) ? null : [v >>> 0, m >>> 0];
+  }
+
+  /** Parses the rule line [s, e) of a table whose chains are `chains`; null: use the general parser. */
+  rule(chains: ReadonlyMap<string, Chain>, s: number, e: number): Rule | null {
+    const text = this.text;
+    // "-A " has been checked. trim(): trailing spaces and CRs go; other trailing whitespace -> general path.
+    while (e > s && (text.charCodeAt(e - 1) === 32 || text.charCodeAt(e - 1) === 13)) e--;
+    const last = text.charCodeAt(e - 1);
+    if (last < 33 || last > 126) return null;
+    if (this.nBs < s) this.nBs = this.find('\\', s);
+    if (this.nSq < s) this.nSq = this.find("'", s);
+    if (this.nTab < s) this.nTab = this.find('\t', s);
+    if (this.nBs < e || this.nSq < e || this.nTab < e) return null;
+    this.p = s + 3;
+    this.e = e;
+    if (!this.val()) return null;
+    let chain = this.lastChain;
+    if (chain === null || !this.is(chain.name)) {
+      chain = chains.get(text.slice(this.ts, this.te)) ?? null;
+      if (chain === null) return null;
+      this.lastChain = chain;
+    }
+    this.statAt = -1;
+    this.recentAt = -1;
+    this.wasBare = false;
+    const matches: Match[] = [];
+    let target: Target | null = null;
+    let inv = false, module = M_NONE, proto = 0;
+    for (;;) {
+      const r = this.tok();
+      if (r === 0) break;
+      if (r < 0 || this.quoted) return null;
+      const ts = this.ts, len = this.te - ts;
+      const c0 = text.charCodeAt(ts);
+      if (c0 === 33) { // "!"
+        if (len !== 1 || inv) return null;
+        inv = true;
+        continue;
+      }
+      if (c0 !== 45 || len < 2) return null;
+      const c1 = text.charCodeAt(ts + 1);
+      if (len === 2) {
+        if (c1 === 115 || c1 === 100) { // -s -d
+          if (!this.val()) return null;
+          const cidr = this.cidr(this.ts, this.te);
+          if (cidr === null) return null;
+          matches.push(c1 === 115 ? { kind: 'src', cidr, inv } : { kind: 'dst', cidr, inv });
+        } else if (c1 === 112) { // -p
+          if (!this.val()) return null;
+          const n = this.is('tcp') ? 6 : this.is('udp') ? 17 : this.is('sctp') ? 132 : this.is('icmp') ? 1 : 0;
+          if (n === 0) return null;
+          if (inv) { matches.push({ kind: 'proto', proto: n, inv: true }); proto = 0; }
+          else { matches.push(protoOf(n)); proto = n; }
+        } else if (c1 === 109) { // -m
+          if (inv || !this.flush(matches) || !this.val()) return null;
+          module = this.is('tcp') ? M_TCP : this.is('comment') ? M_COMMENT : this.is('statistic') ? M_STATISTIC
+            : this.is('mark') ? M_MARK : this.is('conntrack') ? M_CONNTRACK : this.is('addrtype') ? M_ADDRTYPE
+              : this.is('udp') ? M_UDP : this.is('recent') ? M_RECENT : this.is('sctp') ? M_SCTP : M_NONE;
+          switch (module) {
+            case M_NONE: return null;
+            case M_TCP: matches.push(l4Of(6)); break;
+            case M_UDP: matches.push(l4Of(17)); break;
+            case M_SCTP: matches.push(l4Of(132)); break;
+            case M_STATISTIC:
+              this.statAt = matches.length; this.statRandom = false; this.statProb = null; this.statInv = false;
+              matches.push(PLACEHOLDER);
+              break;
+            case M_RECENT:
+              this.recentAt = matches.length; this.recentName = 'DEFAULT'; this.recentOp = null;
+              this.recentSeconds = 0; this.recentReap = false; this.recentInv = false;
+              matches.push(PLACEHOLDER);
+              break;
+          }
+        } else if (c1 === 106 || c1 === 103) { // -j -g: the rest of the line is the target
+          if (inv || !this.flush(matches)) return null;
+          target = this.target(c1 === 103, chains);
+          if (target === null) return null;
+          break;
+        } else return null;
+        inv = false;
+        continue;
+      }
+      if (c1 !== 45 || !this.option(module, proto, inv, matches)) return null;
+      inv = false;
+    }
+    if (inv || !this.flush(matches)) return null;
+    if (this.wasBare) sawBareHost = true;
+    this.chain = chain;
+    return { matches, target, svc: -1 };
+  }
+
+  /** A "--option [value]" of the current module (the option is the current token). */
+  private option(module: number, proto: number, inv: boolean, matches: Match[]): boolean {
+    const text = this.text;
+    switch (text.charCodeAt(this.ts + 2)) {
+      case 100: // d
+        if (this.is('--dport')) return this.port(true, module, proto, inv, matches);
+        if (this.is('--dst-type')) return this.addrtype(false, module, inv, matches);
+        return false;
+      case 115: // s
+        if (this.is('--sport')) return this.port(false, module, proto, inv, matches);
+        if (this.is('--src-type')) return this.addrtype(true, module, inv, matches);
+        if (this.is('--set')) return this.recentOpt('set', module, inv);
+        if (this.is('--seconds')) {
+          if (module !== M_RECENT || inv || !this.val()) return false;
+          const n = this.num(this.ts, this.te, 1, 0x7fffffff);
+          if (Number.isNaN(n)) return false;
+          this.recentSeconds = n;
+          return true;
+        }
+        return false;
+      case 99: // c
+        if (this.is('--comment')) {
+          if (module !== M_COMMENT || inv || this.tok() !== 1) return false;
+          const t = text.slice(this.ts, this.te);
+          let m = commentCache.get(t);
+          if (!m) commentCache.set(t, (m = { kind: 'comment', text: t }));
+          matches.push(m);
+          return true;
+        }
+        if (this.is('--ctstate')) {
+          if (module !== M_CONNTRACK || !this.val()) return false;
+          const v = text.slice(this.ts, this.te);
+          const cache = inv ? this.ctInvCache : this.ctCache;
+          let m = cache.get(v);
+          if (!m) {
+            const states = v.split(',');
+            for (const st of states) if (!(CT_STATES as readonly string[]).includes(st)) return false;
+            cache.set(v, (m = { kind: 'conntrack', states: states as CtState[], inv }));
+          }
+          matches.push(m);
+          return true;
+        }
+        return false;
+      case 109: // m
+        if (this.is('--mark')) {
+          if (module !== M_MARK || !this.val()) return false;
+          const vm = this.mark(this.ts, this.te);
+          if (vm === null) return false;
+          matches.push({ kind: 'mark', value: vm[0], mask: vm[1], inv });
+          return true;
+        }
+        if (this.is('--mode')) {
+          if (module !== M_STATISTIC || inv || !this.val() || !this.is('random')) return false;
+          this.statRandom = true;
+          return true;
+        }
+        if (this.is('--mask')) return module === M_RECENT && !inv && this.val() && this.is('255.255.255.255');
+        return false;
+      case 112: // p
+        if (this.is('--probability')) {
+          if (module !== M_STATISTIC || !this.val()) return false;
+          this.statProb = text.slice(this.ts, this.te);
+          this.statInv = this.statInv || inv;
+          return true;
+        }
+        return false;
+      case 114: // r
+        if (this.is('--rcheck')) return this.recentOpt('rcheck', module, inv);
+        if (this.is('--remove')) return this.recentOpt('remove', module, inv);
+        if (this.is('--reap')) {
+          if (module !== M_RECENT || inv) return false;
+          this.recentReap = true;
+          return true;
+        }
+        if (this.is('--rsource')) return module === M_RECENT && !inv;
+        return false;
+      case 117: // u
+        return this.is('--update') && this.recentOpt('update', module, inv);
+      case 110: // n
+        if (this.is('--name')) {
+          if (module !== M_RECENT || inv || !this.val()) return false;
+          this.recentName = text.slice(this.ts, this.te);
+          return true;
+        }
+        return false;
+    }
+    return false;
+  }
+
+  private port(dst: boolean, module: number, proto: number, inv: boolean, matches: Match[]): boolean {
+    if (!(module === M_TCP || module === M_UDP || module === M_SCTP || proto === 6 || proto === 17 || proto === 132)) return false;
+    if (!this.val()) return false;
+    const v = this.num(this.ts, this.te, 0, 65535);
+    if (Number.isNaN(v)) return false;
+    const key = v * 4 + (dst ? 2 : 0) + (inv ? 1 : 0);
+    let m = this.portCache.get(key);
+    if (!m) {
+      m = dst ? { kind: 'dport', lo: v, hi: v, inv } : { kind: 'sport', lo: v, hi: v, inv };
+      this.portCache.set(key, m);
+    }
+    matches.push(m);
+    return true;
+  }
+
+  private addrtype(src: boolean, module: number, inv: boolean, matches: Match[]): boolean {
+    if (module !== M_ADDRTYPE || !this.val() || !this.is('LOCAL')) return false;
+    const last = matches[matches.length - 1];
+    if (last && last.kind === 'addrtype' && (src ? last.srcType === null : last.dstType === null)) {
+      matches[matches.length - 1] = src ? { ...last, srcType: 'LOCAL', srcInv: inv } : { ...last, dstType: 'LOCAL', dstInv: inv };
+    } else {
+      matches.push(src
+        ? { kind: 'addrtype', srcType: 'LOCAL', srcInv: inv, dstType: null, dstInv: false }
+        : { kind: 'addrtype', srcType: null, srcInv: false, dstType: 'LOCAL', dstInv: inv });
+    }
+    return true;
+  }
+
+  private recentOpt(op: RecentOp, module: number, inv: boolean): boolean {
+    if (module !== M_RECENT || this.recentOp !== null) return false;
+    this.recentOp = op;
+    this.recentInv = inv;
+    return true;
+  }
+
+  /** RuleParser.flush(): completes a pending -m statistic / -m recent; false when it would fail. */
+  private flush(matches: Match[]): boolean {
+    if (this.statAt >= 0) {
+      const prob = this.statProb;
+      if (!this.statRandom || prob === null) return false;
+      const p = Number(prob);
+      if (!(p >= 0 && p <= 1)) return false;
+      matches[this.statAt] = { kind: 'statistic', mode: 'random', probability: probabilityToU32(p), text: prob, inv: this.statInv };
+      this.statAt = -1;
+    }
+    if (this.recentAt >= 0) {
+      const op = this.recentOp;
+      if (op === null) return false;
+      matches[this.recentAt] = { kind: 'recent', name: this.recentName, op, seconds: this.recentSeconds, reap: this.recentReap, inv: this.recentInv };
+      this.recentAt = -1;
+    }
+    return true;
+  }
+
+  /** The target (the current token is -j / -g) and its options up to the end of the line. */
+  private target(isGoto: boolean, chains: ReadonlyMap<string, Chain>): Target | null {
+    if (!this.val()) return null;
+    const text = this.text;
+    const t = text.slice(this.ts, this.te);
+    const more = this.tok();
+    if (more < 0 || (more === 1 && this.quoted)) return null;
+    if (isGoto) return more === 0 ? { kind: 'goto', chain: t } : null;
+    if (more === 0) {
+      let j = jumpCache.get(t);
+      if (j) return j;
+      switch (t) {
+        case 'RETURN': case 'ACCEPT': case 'DROP': return { kind: t };
+        case 'MASQUERADE': return { kind: 'MASQUERADE', randomFully: false, random: false };
+        case 'REJECT': return { kind: 'REJECT', rejectWith: null };
+      }
+      if (SIMPLE_TARGETS.has(t) || KNOWN_TARGET_EXTENSIONS.has(t)) return null;
+      // Jump targets carry the chain's own name string: later lookups by name compare by identity.
+      jumpCache.set(t, (j = { kind: 'jump', chain: chains.get(t)?.name ?? t }));
+      return j;
+    }
+    // "--random-fully", or one option and its value; then the end of the line.
+    if (t === 'MASQUERADE') return this.is('--random-fully') && this.tok() === 0 ? { kind: 'MASQUERADE', randomFully: true, random: false } : null;
+    const op = t === 'DNAT' ? (this.is('--to-destination') ? 1 : 0)
+      : t === 'REJECT' ? (this.is('--reject-with') ? 2 : 0)
+        : t === 'MARK' ? (this.is('--or-mark') ? 3 : this.is('--xor-mark') ? 4 : this.is('--and-mark') ? 5 : this.is('--set-xmark') || this.is('--set-mark') ? 6 : 0)
+          : 0;
+    if (op === 0 || !this.val()) return null;
+    const vts = this.ts, vte = this.te;
+    if (this.tok() !== 0) return null;
+    switch (op) {
+      case 1: { // DNAT --to-destination a.b.c.d[:port]
+        const ipEnd = this.indexIn(58, vts, vte);
+        const addr = this.ipv4(vts, ipEnd);
+        if (addr < 0) return null;
+        let port = 0;
+        if (ipEnd < vte) {
+          port = this.dec(ipEnd + 1, vte, 1, 65535);
+          if (Number.isNaN(port)) return null;
+        }
+        return { kind: 'DNAT', addr, port };
+      }
+      case 2:
+        return { kind: 'REJECT', rejectWith: text.slice(vts, vte) };
+      default: {
+        const vm = this.mark(vts, vte);
+        if (vm === null) return null;
+        if (op === 6) return { kind: 'MARK', op: 'setx', value: vm[0], mask: vm[1] };
+        if (vm[1] !== 0xffffffff) return null;
+        return { kind: 'MARK', op: op === 3 ? 'or' : op === 4 ? 'xor' : 'and', value: vm[0], mask: 0 };
+      }
+    }
+  }
+}
+
 /** Parses an iptables-save dump (or kube-proxy restore input) into the rule IR. */
 export function importIptablesSave(text: string, options: ImportOptions | string = {}): ImportResult {
   const opts: ImportOptions = typeof options === 'string' ? { file: options } : options;
@@ -457,14 +924,57 @@ export function importIptablesSave(text: string, options: ImportOptions | string
   let cur: { t: Table; chains: Map<string, Chain>; deleted: Set<string> } | null = null;
   const unsupportedForeign: string[] = [];
   const ruleLines = new Map<Chain, number[]>(); // line of each rule, parallel to chain.rules
-  const lines = text.split('\n');
   const seenTables = new Set<string>();
   const ruleParser = new RuleParser();
+  const fast = opts.fastPath === false ? null : new FastRuleParser(text);
+  let linesOf: Chain | null = null; // ruleLines of the last chain a fast-path rule went to
+  let linesArr: number[] = [];
   const ctx: LineCtx = { lineNo: 0, fail(msg: string): never { throw new ImportError(`${file}line ${this.lineNo}: ${msg}`, this.lineNo); } };
-  for (let n = 0; n < lines.length; n++) {
-    const lineNo = n + 1;
+  const declare = (t: { t: Table; chains: Map<string, Chain> }, name: string, builtin: boolean, policy: string): void => {
+    let c = t.chains.get(name);
+    if (c) { c.rules.length = 0; ruleLines.set(c, []); return; } // a chain line flushes the chain (kube-proxy's restore input)
+    c = { name, builtin, policy: builtin ? (policy as 'ACCEPT' | 'DROP') : null, rules: [] };
+    ruleLines.set(c, []);
+    t.chains.set(name, c);
+    t.t.chains.push(c);
+  };
+  // Lines as text.split('\n') numbers them, read in place.
+  const len = text.length;
+  let lineNo = 0;
+  for (let s = 0, e = 0; s <= len; s = e + 1) {
+    e = text.indexOf('\n', s);
+    if (e < 0) e = len;
+    lineNo++;
+    if (fast !== null && cur !== null) {
+      const c0 = text.charCodeAt(s);
+      if (c0 === 45 && text.charCodeAt(s + 1) === 65 && text.charCodeAt(s + 2) === 32) { // "-A "
+        const rule = fast.rule(cur.chains, s, e);
+        if (rule !== null) {
+          const chain = fast.chain!;
+          chain.rules.push(rule);
+          if (linesOf !== chain) { linesOf = chain; linesArr = ruleLines.get(chain)!; }
+          linesArr.push(lineNo);
+          continue;
+        }
+      } else if (c0 === 58) { // ":NAME - [0:0]", a user chain
+        const sp = text.indexOf(' ', s);
+        if (sp > s + 1 && sp + 1 < e && text.charCodeAt(sp + 1) === 45 && (sp + 2 === e || text.charCodeAt(sp + 2) === 32)) {
+          let plain = true;
+          for (let k = s + 1; k < sp && plain; k++) { const ch = text.charCodeAt(k); plain = ch > 32 && ch < 127; }
+          const name = plain ? text.slice(s + 1, sp) : '';
+          if (plain && !BUILTINS[cur.t.name].includes(name)) {
+            declare(cur, name, false, '-');
+            linesOf = null;
+            continue;
+          }
+        }
+      }
+    }
+    // The general path.
+    linesOf = null;
+    fast?.reset();
     ctx.lineNo = lineNo;
-    let line = lines[n].trim();
+    let line = text.slice(s, e).trim();
     if (line === '' || line.startsWith('#')) continue;
     if (line.startsWith('[')) {
       const close = line.indexOf(']');
@@ -495,12 +1005,7 @@ export function importIptablesSave(text: string, options: ImportOptions | string
       const builtin = BUILTINS[cur.t.name].includes(name);
       if (builtin && policy !== 'ACCEPT' && policy !== 'DROP') ctx.fail(`builtin chain ${name} needs policy ACCEPT or DROP`);
       if (!builtin && policy !== '-') ctx.fail(`user chain ${name} cannot have a policy`);
-      let c = cur.chains.get(name);
-      if (c) { c.rules.length = 0; ruleLines.set(c, []); continue; } // a chain line flushes the chain (kube-proxy's restore input)
-      c = { name, builtin, policy: builtin ? (policy as 'ACCEPT' | 'DROP') : null, rules: [] };
-      ruleLines.set(c, []);
-      cur.chains.set(name, c);
-      cur.t.chains.push(c);
+      declare(cur, name, builtin, policy);
       continue;
     }
     const toks = tokenize(line, lineNo);
@@ -532,7 +1037,7 @@ export function importIptablesSave(text: string, options: ImportOptions | string
     chain.rules.push(rule);
     ruleLines.get(chain)!.push(lineNo);
   }
-  if (cur) throw new ImportError(`${file}line ${lines.length}: missing COMMIT for *${cur.t.name}`, lines.length);
+  if (cur) throw new ImportError(`${file}line ${lineNo}: missing COMMIT for *${cur.t.name}`, lineNo);
 
   const skipped: string[] = [];
   if (opts.kubeChainsOnly) {
@@ -595,63 +1100,86 @@ export function serviceNameOfComment(text: string): string | null {
 /** Service refs from kube-proxy's comments (rules without comments get -1), and the masquerade mark. */
 function attachServices(tables: Table[]): { services: ServiceRef[]; mark: number } {
   const services: ServiceRef[] = [];
-  const byKey = new Map<string, number>();
-  const byName = new Map<string, number>();
+  // Per service name: the first service port of that name, and the one per protocol.
+  interface ByName { any: number; tcp: number; udp: number; sctp: number }
+  const byName = new Map<string, ByName>();
   const nameOf = new Map<string, string | null>();
   let mark = 0x4000;
   for (const t of tables) for (const c of t.chains) {
-    const kube = c.name.startsWith('KUBE-');
-    c.rules.forEach((r) => {
-      if (c.name === 'KUBE-MARK-MASQ' && r.target?.kind === 'MARK') mark = r.target.value;
-      if (!kube) return;
-      const cm = r.matches.find((m) => m.kind === 'comment');
-      if (!cm || cm.kind !== 'comment') return;
-      let name = nameOf.get(cm.text);
-      if (name === undefined) {
-        name = serviceNameOfComment(cm.text);
-        nameOf.set(cm.text, name);
+    if (!c.name.startsWith('KUBE-')) continue;
+    const masqChain = c.name === 'KUBE-MARK-MASQ';
+    for (const r of c.rules) {
+      if (masqChain && r.target?.kind === 'MARK') mark = r.target.value;
+      let text: string | null = null;
+      let proto = 0;
+      for (const m of r.matches) {
+        if (m.kind === 'comment') { if (text === null) text = m.text; }
+        else if ((m.kind === 'proto' || m.kind === 'l4') && proto === 0) proto = m.proto === 6 || m.proto === 17 || m.proto === 132 ? m.proto : -1;
       }
-      if (name === null) return;
-      const p = r.matches.find((m) => m.kind === 'proto' || m.kind === 'l4');
-      const proto = p && (p.kind === 'proto' || p.kind === 'l4') ? ({ 6: 'tcp', 17: 'udp', 132: 'sctp' } as Record<number, string>)[p.proto] ?? '' : '';
+      if (text === null) continue;
+      let name = nameOf.get(text);
+      if (name === undefined) {
+        name = serviceNameOfComment(text);
+        nameOf.set(text, name);
+      }
+      if (name === null) continue;
+      let rec = byName.get(name);
+      if (!rec) byName.set(name, (rec = { any: -1, tcp: -1, udp: -1, sctp: -1 }));
       // Rules without a protocol (SVC jumps, hairpin) belong to the service port of that name seen first.
-      let idx = proto ? byKey.get(`${name}\u0000${proto}`) : byName.get(name);
-      if (idx === undefined) {
+      let idx = proto === 6 ? rec.tcp : proto === 17 ? rec.udp : proto === 132 ? rec.sctp : rec.any;
+      if (idx < 0) {
         idx = services.length;
-        services.push({ name, protocol: proto, key: '' });
-        if (proto) byKey.set(`${name}\u0000${proto}`, idx);
-        if (!byName.has(name)) byName.set(name, idx);
+        services.push({ name, protocol: proto === 6 ? 'tcp' : proto === 17 ? 'udp' : proto === 132 ? 'sctp' : '', key: '' });
+        if (proto === 6) rec.tcp = idx;
+        else if (proto === 17) rec.udp = idx;
+        else if (proto === 132) rec.sctp = idx;
+        if (rec.any < 0) rec.any = idx;
       }
       (r as { svc: number }).svc = idx; // rules are fresh objects of this import
-    });
+    }
   }
   // Rules without comments (kube-proxy's large-cluster mode drops per-endpoint comments): a
   // service chain's rules belong to the service of its commented rules, and a KUBE-SEP/SVC/…
   // chain to the service of the rule that jumps to it.
   const perServiceRe = /^KUBE-(SVC|SVL|EXT|FW|SEP|XLB)-/;
   for (const t of tables) {
-    const perService = new Set(t.chains.filter((c) => perServiceRe.test(c.name)).map((c) => c.name));
-    const chainSvc = new Map<string, number>();
+    const chains = t.chains;
+    const C = chains.length;
+    const index = new Map<string, number>();
+    const perService = new Uint8Array(C);
+    for (let k = 0; k < C; k++) {
+      index.set(chains[k].name, k);
+      if (perServiceRe.test(chains[k].name)) perService[k] = 1;
+    }
+    const chainSvc = new Int32Array(C).fill(-1);
+    // Jump/goto rules of the table: [chain, rule's service or -1, target chain (per-service chains only)].
+    const jumps: number[] = [];
+    for (let k = 0; k < C; k++) for (const r of chains[k].rules) {
+      const tg = r.target;
+      if (!tg || (tg.kind !== 'jump' && tg.kind !== 'goto')) continue;
+      const to = index.get(tg.chain);
+      if (to !== undefined && perService[to]) jumps.push(k, r.svc, to);
+    }
     for (let pass = 0; pass < 3; pass++) {
-      for (const c of t.chains) {
-        const isPer = perService.has(c.name);
-        let own = chainSvc.get(c.name) ?? -1;
+      let j = 0;
+      for (let k = 0; k < C; k++) {
+        const isPer = perService[k] === 1;
+        let own = chainSvc[k];
         if (own < 0 && isPer) {
-          for (const r of c.rules) if (r.svc >= 0) { own = r.svc; break; }
-          if (own >= 0) chainSvc.set(c.name, own);
+          for (const r of chains[k].rules) if (r.svc >= 0) { own = r.svc; break; }
+          if (own >= 0) chainSvc[k] = own;
         }
-        for (const r of c.rules) {
-          const tg = r.target;
-          if (!tg || (tg.kind !== 'jump' && tg.kind !== 'goto')) continue;
-          const s = r.svc >= 0 ? r.svc : isPer ? own : -1;
-          if (s >= 0 && perService.has(tg.chain) && !chainSvc.has(tg.chain)) chainSvc.set(tg.chain, s);
+        for (; j < jumps.length && jumps[j] === k; j += 3) {
+          const s = jumps[j + 1] >= 0 ? jumps[j + 1] : isPer ? own : -1;
+          const to = jumps[j + 2];
+          if (s >= 0 && chainSvc[to] < 0) chainSvc[to] = s;
         }
       }
     }
-    for (const c of t.chains) {
-      const s = chainSvc.get(c.name);
-      if (s === undefined) continue;
-      for (const r of c.rules) if (r.svc < 0) (r as { svc: number }).svc = s;
+    for (let k = 0; k < C; k++) {
+      const s = chainSvc[k];
+      if (s < 0) continue;
+      for (const r of chains[k].rules) if (r.svc < 0) (r as { svc: number }).svc = s;
     }
   }
   return { services, mark };

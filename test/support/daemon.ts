@@ -26,7 +26,12 @@ export async function startKubeTun(lab: Lab, node: NodeName, extra: string[] = [
     stop: async () => {
       if (child.exitCode !== null) return;
       child.kill('SIGTERM');
-      for (let i = 0; i < 50 && child.exitCode === null; i++) await sleep(50);
+      // Wait for the routing teardown to finish: a restart must not race the old instance's cleanup.
+      for (let i = 0; i < 200 && child.exitCode === null; i++) await sleep(50);
+      if (child.exitCode === null) {
+        child.kill('SIGKILL');
+        throw new Error(`kube-tun on ${node} did not stop within 10 s of SIGTERM:\n${d.log().slice(-2000)}`);
+      }
     },
   };
   const deadline = Date.now() + 15_000;

@@ -59,7 +59,15 @@ export interface Probe {
 export type ClientResult = 'connected' | 'answered' | 'refused' | 'timeout' | 'eperm' | string;
 
 export interface CtTuple { src: string; dst: string; sport: number; dport: number }
-export interface CtEntry { proto: 'tcp' | 'udp'; orig: CtTuple; reply: CtTuple; line: string }
+export interface CtEntry {
+  proto: 'tcp' | 'udp';
+  orig: CtTuple;
+  reply: CtTuple;
+  /** IPS_DST_NAT / IPS_SRC_NAT (listed by `conntrack -L --dst-nat` / `--src-nat`). */
+  dstNat: boolean;
+  srcNat: boolean;
+  line: string;
+}
 
 export type KernelOutcome = 'DNAT' | 'NONE' | 'DROP' | 'REJECT' | 'UNKNOWN';
 export interface KernelDecision {
@@ -82,7 +90,7 @@ function sh(cmd: string, args: string[], input?: string): string {
 
 // One probe process per client namespace: every probe's socket is bound to its own (src, sport),
 // so the conntrack entry it creates is attributed by its original tuple; all are sent at once
-// (2 ms apart), then the process waits `timeout` seconds for the outcomes.
+// (0.5 ms apart), then the process waits `timeout` seconds for the outcomes.
 const PROBER = String.raw`
 import errno, json, selectors, socket, sys, time
 probes = json.load(sys.stdin)
@@ -112,11 +120,17 @@ for p in probes:
     else:
         try:
             s.connect((p['dst'], p['dport']))
-            s.send(b'kube-tun probe')
-            sel.register(s, selectors.EVENT_READ, (i, tcp))
         except OSError as e:
+            res[i] = name(e.errno); continue
+        try:
+            s.send(b'kube-tun probe')
+        except OSError as e:
+            # EPERM: netfilter refused the local send (DROP, or REJECT, whose ICMP error is
+            # still delivered to this socket: wait for it); anything else is final.
             res[i] = name(e.errno)
-    time.sleep(0.002)
+            if e.errno != errno.EPERM: continue
+        sel.register(s, selectors.EVENT_READ, (i, tcp))
+    time.sleep(0.0005)
 deadline = time.monotonic() + timeout
 while sel.get_map():
     left = deadline - time.monotonic()
@@ -134,7 +148,7 @@ while sel.get_map():
                 res[i] = name(e.errno)
         sel.unregister(s)
 for key in list(sel.get_map().values()):
-    res[key.data[0]] = 'timeout'
+    res.setdefault(key.data[0], 'timeout')
 print(json.dumps(res))
 `;
 
@@ -317,9 +331,21 @@ export class KernelNatNet {
     return results;
   }
 
-  /** `conntrack -L` of the node namespace (TCP and UDP entries). */
+  /**
+   * `conntrack -L` of the node namespace (TCP and UDP entries), with the NAT status bits. The
+   * address alone does not tell a masquerade: a node-originated packet leaving through an
+   * interface whose address is its own source keeps its address and gets a new port
+   * (--random-fully), so IPS_SRC_NAT is read instead (`conntrack -L --src-nat`).
+   */
   conntrack(): CtEntry[] {
-    return parseConntrack(this.exec('node', ['conntrack', '-L']));
+    const all = parseConntrack(this.exec('node', ['conntrack', '-L']));
+    const keys = (args: string[]) => new Set(parseConntrack(this.exec('node', ['conntrack', '-L', ...args])).map((e) => tupleKey(e.proto, e.orig)));
+    const snat = keys(['--src-nat']), dnat = keys(['--dst-nat']);
+    for (const e of all) {
+      e.srcNat = snat.has(tupleKey(e.proto, e.orig));
+      e.dstNat = dnat.has(tupleKey(e.proto, e.orig));
+    }
+    return all;
   }
 
   async destroy(): Promise<void> {
@@ -347,7 +373,7 @@ export function parseConntrack(text: string): CtEntry[] {
     if (!proto) continue;
     const t = [...line.matchAll(TUPLE_RE)].map((m) => ({ src: m[1], dst: m[2], sport: Number(m[3]), dport: Number(m[4]) }));
     if (t.length !== 2) throw new Error(`conntrack line with ${t.length} tuples: ${line}`);
-    out.push({ proto, orig: t[0], reply: t[1], line: line.trim() });
+    out.push({ proto, orig: t[0], reply: t[1], dstNat: false, srcNat: false, line: line.trim() });
   }
   return out;
 }
@@ -359,8 +385,9 @@ export function tupleKey(proto: string, t: CtTuple): string {
 /**
  * The kernel's decision for one probe. A conntrack entry means the first packet passed every hook
  * up to the confirmation: DNAT when the reply source is not the original destination
- * (reply src:sport = the endpoint), masquerade when the reply goes to another address than the
- * original source. No entry: the packet died in a filter chain before confirmation; the client
+ * (reply src:sport = the endpoint; IPS_DST_NAT), masquerade when IPS_SRC_NAT is set (the reply
+ * goes to another address or port than the original source; unique source ports rule out
+ * conntrack's own clash-avoiding source-port rewrite). No entry: the packet died in a filter chain before confirmation; the client
  * tells REJECT (ICMP port unreachable -> ECONNREFUSED) from DROP (nothing; EPERM for a local UDP
  * send). An entry with a refused client and no DNAT is a REJECT after confirmation (a local
  * destination, rejected in filter INPUT after the loopback): the probed node ports all have
@@ -369,10 +396,14 @@ export function tupleKey(proto: string, t: CtTuple): string {
 export function kernelDecision(p: Probe, client: ClientResult, ct: CtEntry | undefined): KernelDecision {
   if (ct) {
     const dnat = ct.reply.src !== ct.orig.dst || ct.reply.sport !== ct.orig.dport;
-    const masquerade = ct.reply.dst !== ct.orig.src;
-    if (dnat) return { outcome: 'DNAT', addr: ct.reply.src, port: ct.reply.sport, masquerade, evidence: ct.line };
-    if (client === 'refused') return { outcome: 'REJECT', masquerade, evidence: `${ct.line} (client: refused)` };
-    return { outcome: 'NONE', masquerade, evidence: `${ct.line} (client: ${client})` };
+    if (dnat !== ct.dstNat) return { outcome: 'UNKNOWN', masquerade: false, evidence: `${ct.line}: reply source and IPS_DST_NAT (${ct.dstNat}) disagree` };
+    const changed = ct.reply.dst !== ct.orig.src || ct.reply.dport !== ct.orig.sport;
+    if (changed !== ct.srcNat) return { outcome: 'UNKNOWN', masquerade: false, evidence: `${ct.line}: reply destination and IPS_SRC_NAT (${ct.srcNat}) disagree` };
+    const masquerade = ct.srcNat;
+    const evidence = `${ct.line}${ct.srcNat ? ' [SRC_NAT]' : ''}${ct.dstNat ? ' [DST_NAT]' : ''}`;
+    if (dnat) return { outcome: 'DNAT', addr: ct.reply.src, port: ct.reply.sport, masquerade, evidence };
+    if (client === 'refused') return { outcome: 'REJECT', masquerade, evidence: `${evidence} (client: refused)` };
+    return { outcome: 'NONE', masquerade, evidence: `${evidence} (client: ${client})` };
   }
   const why = `no conntrack entry for ${p.proto} ${p.src}:${p.sport} > ${p.dst}:${p.dport} (client: ${client})`;
   if (client === 'refused') return { outcome: 'REJECT', masquerade: false, evidence: why };
