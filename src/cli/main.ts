@@ -114,7 +114,7 @@ export async function main(argv: string[]): Promise<number> {
   const ask = (req: { cmd: string; args?: Record<string, unknown> }) => askDaemon(socket, req);
   switch (cmd) {
     case 'run':
-      return (await import('./run')).run(values, pino({ level: values['log-level'] }, pino.destination(2)));
+      return (await import('./run')).run(values, pino({ level: values['log-level'] }, pino.destination({ dest: 2, sync: true })));
     case 'conntrack': {
       const args = {
         proto: values.proto, src: values.src, dst: values.dst,

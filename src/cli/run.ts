@@ -73,7 +73,10 @@ export async function run(v: Record<string, any>, log: Logger): Promise<number> 
   }
   return new Promise<number>((resolve) => {
     const stop = (sig: string) => {
-      daemon.stop(sig).then(() => resolve(0), (e: Error) => { log.error({ err: e.message }, 'stop failed'); resolve(1); });
+      // Whatever a peer of the control socket or a scraper still holds open must not keep a
+      // stopped daemon alive: the routing is gone, so exit shortly after the orderly stop.
+      const done = (code: number) => { resolve(code); setTimeout(() => process.exit(code), 1000).unref(); };
+      daemon.stop(sig).then(() => done(0), (e: Error) => { log.error({ err: e.message }, 'stop failed'); done(1); });
     };
     process.once('SIGINT', () => stop('SIGINT'));
     process.once('SIGTERM', () => stop('SIGTERM'));

@@ -357,7 +357,7 @@ export class Daemon {
     this.log.info({ reason }, 'stopping');
     for (const t of this.timers) clearInterval(t);
     for (const f of this.watchedFiles()) fs.unwatchFile(f);
-    for (const w of this.watchers.keys()) w.end();
+    for (const w of this.watchers.keys()) w.destroy();
     const st = this.tap.disable();
     if (st) this.log.info(st, 'pcap closed');
     if (this.control) {

@@ -24,11 +24,13 @@ export async function startKubeTun(lab: Lab, node: NodeName, extra: string[] = [
     cli: (args) => execFileSync(process.execPath, [CLI, ...args, '--control-socket', socket], { encoding: 'utf8' }),
     log: () => fs.readFileSync(logFile, 'utf8'),
     stop: async () => {
-      if (child.exitCode !== null) return;
+      // A process ended by a signal has signalCode set and exitCode null.
+      const exited = () => child.exitCode !== null || child.signalCode !== null;
+      if (exited()) return;
       child.kill('SIGTERM');
       // Wait for the routing teardown to finish: a restart must not race the old instance's cleanup.
-      for (let i = 0; i < 200 && child.exitCode === null; i++) await sleep(50);
-      if (child.exitCode === null) {
+      for (let i = 0; i < 200 && !exited(); i++) await sleep(50);
+      if (!exited()) {
         child.kill('SIGKILL');
         throw new Error(`kube-tun on ${node} did not stop within 10 s of SIGTERM:\n${d.log().slice(-2000)}`);
       }
