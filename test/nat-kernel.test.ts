@@ -5,7 +5,13 @@
 // kernel's decision for each is read from `conntrack -L` (and the client's fate) and compared with
 // kube-tun's trace of the same packet on the same local addresses: for the rule IR built from the
 // YAML, for the rendered text imported back (both argument orders), and for the kernel's own
-// `iptables-save` imported back (0.50000000000-style probabilities, iptables' argument order).
+// `iptables-save` imported back (0.50000000000-style probabilities, iptables' argument order);
+// the compiled Matcher (the datapath's decision) is held to the same kernel decisions.
+//
+// The services are lab/cluster.yaml's plus test/fixtures/nat/kernel-extra.yaml's (no endpoints ->
+// REJECT, no local endpoints -> DROP, externalIPs, a load balancer with source ranges), which the
+// lab alone never produces on worker-1. Disagreements that are src/nat bugs go in KNOWN_BUGS
+// (narrowly) and get an `it.fails` of their own; there are none at present.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import * as path from 'node:path';
 import {
@@ -49,7 +55,7 @@ interface Target {
   spread: boolean;
   fromLab: boolean;
   /** loadBalancerSourceRanges of a load-balancer IP: only these sources get through (and more probes). */
-  ranges?: Cidr[];
+  ranges?: readonly Cidr[];
 }
 
 /** Node ports of the node namespace that have a listener (local delivery is visible). */
@@ -92,7 +98,7 @@ function targetsOf(st: ClusterState): Target[] {
     const spread = eps.length > 1 && !sp.sessionAffinityClientIP;
     const proto = sp.protocol.toLowerCase() as 'tcp' | 'udp';
     const fromLab = labServices.has(sp.key);
-    const t = (kind: TargetKind, dst: string, dport: number, what: string, ranges?: Cidr[]) =>
+    const t = (kind: TargetKind, dst: string, dport: number, what: string, ranges?: readonly Cidr[]) =>
       out.push({ what: `${name} ${what}`, kind, proto, dst, dport, service: name, spread, fromLab, ...(ranges ? { ranges } : {}) });
     t('ClusterIP', formatIPv4(sp.clusterIP), sp.port, 'cluster IP');
     if (sp.nodePort) {
@@ -114,16 +120,17 @@ function makeProbes(targets: Target[]): { probe: Probe; source: Source; target: 
   // later unmasqueraded probe from that node address with source port P to that endpoint clashes
   // and conntrack rewrites its port (IPS_SRC_NAT without a masquerade). Masquerading never
   // picks 512-599 (nf_nat_l4proto_unique_tuple: sources < 512 map into 1-511, 512-1023 into
-  // 600-1023, others into 1024-65535), so the probes from the node's addresses use those, cycling
-  // (SO_REUSEADDR: a port is shared by probes to different destinations); everything else
-  // counts up from 20000.
+  // 600-1023, others into 1024-65535), so the probes from the node's addresses use those, one
+  // port per probe (a port shared by two probes could clash the same way once both are DNATed
+  // to one endpoint); everything else counts up from 20000.
   let sport = 20000;
   const low = new Map<string, number>();
   const nextPort = (src: string): number => {
     if (src !== NODE_IP && src !== TUNNEL_IP) return sport++;
     const n = low.get(src) ?? 0;
+    if (n >= 88) throw new Error(`more than 88 probes from ${src}: no source ports left in 512-599`);
     low.set(src, n + 1);
-    return 512 + (n % 88);
+    return 512 + n;
   };
   for (const target of targets) {
     const sources = target.dst === LOCALHOST ? [NODE_LO] : SOURCES;
@@ -213,19 +220,13 @@ function disagreement(k: KernelDecision, t: TraceResult): string | null {
 /**
  * Disagreements found by this test that are bugs in src/nat (reported, not yet fixed). Each is
  * narrow; the probes it covers are kept out of the agreement tests below and checked by an
- * `it.fails` of their own, which starts passing (and so fails) once the bug is fixed.
+ * `it.fails` of their own (expecting `mismatches(rs, 'buildRules', 'known')` to be empty, and
+ * non-empty input), which starts passing (and so fails) once the bug is fixed.
  */
 interface KnownBug { id: string; where: string; applies(o: Observation, t: TraceResult): boolean }
 const KNOWN_BUGS: KnownBug[] = [
-  {
-    id: 'node -> its own address: filter INPUT not walked',
-    where: 'src/nat/trace.ts Tracer.run() (lines 100-107) and src/nat/matcher.ts Matcher.match(): a locally generated '
-      + 'packet whose destination (after nat OUTPUT) is a local address gets filter OUTPUT and nat POSTROUTING only; the '
-      + 'kernel then loops it through lo into filter INPUT, where KUBE-EXTERNAL-SERVICES rejects a NodePort without '
-      + 'endpoints (and drops one without local endpoints). Kernel: REJECT; trace and Matcher: NONE.',
-    applies: (o, t) => o.source.kind === 'node (OUTPUT)' && isLocal(parseIPv4(o.probe.dst)) && o.kernel.outcome !== 'DNAT'
-      && o.kernel.outcome !== 'NONE' && t.outcome === 'NONE',
-  },
+  // Fixed: "node -> its own address: filter INPUT not walked" (src/nat/trace.ts, src/nat/matcher.ts);
+  // its probes are checked by 'the node to its own addresses …' below.
 ];
 
 function isLocal(a: number): boolean {
@@ -302,9 +303,12 @@ describe('kernel differential: worker-1 rules in iptables vs kube-tun trace', ()
     const bySource = count(observations, (o) => o.source.kind);
     const byTarget = count(observations, (o) => o.target.kind);
     const hairpinMasq = observations.filter((o) => o.kernel.outcome === 'DNAT' && o.kernel.addr === o.probe.src && o.kernel.masquerade).length;
-    console.log(`nat-kernel: ${observations.length} probes in ${probeMs} ms (iptables backend: ${net.backend})\n`
+    const matrix = count(observations, (o) => `${o.source.kind} -> ${o.target.kind}: ${o.kernel.outcome}${o.kernel.masquerade ? '+masq' : ''}`);
+    console.log(`nat-kernel: ${observations.length} probes in ${probeMs} ms (iptables backend: ${net.backend}), `
+      + `${observations.filter((o) => o.target.fromLab).length} to lab/cluster.yaml's services\n`
       + `  by source: ${JSON.stringify(bySource)}\n  by target: ${JSON.stringify(byTarget)}\n`
-      + `  kernel outcomes: ${JSON.stringify(byOutcome)}, hairpin DNAT back to the client (masqueraded): ${hairpinMasq}`);
+      + `  kernel outcomes: ${JSON.stringify(byOutcome)}, hairpin DNAT back to the client (masqueraded): ${hairpinMasq}\n`
+      + Object.entries(matrix).sort().map(([k, v]) => `    ${k}: ${v}`).join('\n'));
     expect(observations.length).toBeGreaterThanOrEqual(300);
     for (const k of ['DNAT', 'NONE', 'DROP', 'REJECT']) expect(byOutcome[k] ?? 0, k).toBeGreaterThan(0);
     expect(observations.some((o) => o.kernel.outcome === 'DNAT' && o.kernel.masquerade)).toBe(true);
@@ -376,14 +380,30 @@ describe('kernel differential: worker-1 rules in iptables vs kube-tun trace', ()
     expectNoMismatch(bad, 'compiled Matcher');
   });
 
-  it.fails(`known bug, see KNOWN_BUGS: ${KNOWN_BUGS.map((b) => b.id).join('; ')}`, () => {
-    // Fails (as expected) while the trace disagrees with the kernel on these probes; once fixed,
-    // this test fails for real: remove the entry from KNOWN_BUGS.
-    const known = mismatches(rs, 'buildRules', 'known');
-    console.log(`nat-kernel: ${known.length} probes hit a known bug:\n${KNOWN_BUGS.map((b) => `  ${b.id}: ${b.where}`).join('\n')}\n`
-      + `  first: ${known[0]?.split('\n').slice(0, 3).join('\n  ') ?? '-'}`);
-    expect(known.length).toBeGreaterThan(0); // the probes exist, so "fixed" cannot come from missing them
-    expectNoMismatch(known, 'buildRules');
+  it('the node to its own addresses: looped through lo into filter INPUT (a NodePort without endpoints REJECTs)', () => {
+    // Formerly a known bug: the trace and the Matcher skipped filter INPUT for these (NONE).
+    const m = compileMatcher(rs, { localAddresses });
+    const d = new NatDecision();
+    const self = observations.filter((o) => o.source.kind === 'node (OUTPUT)' && isLocal(parseIPv4(o.probe.dst)));
+    const rejected = self.filter((o) => o.kernel.outcome === 'REJECT');
+    // default/no-eps tcp and udp on 30339: 192.168.2.2 and 10.1.139.64 to both, 127.0.0.1 to itself (twice)
+    expect(rejected.length).toBeGreaterThanOrEqual(12);
+    const bad: string[] = [];
+    for (const o of rejected) {
+      const t = trace(rs, o.probe);
+      const last = t.steps[t.steps.length - 1];
+      m.match(o.probe.proto === 'tcp' ? 6 : 17, parseIPv4(o.probe.src), parseIPv4(o.probe.dst), o.probe.sport, o.probe.dport, 0, d);
+      const rule = m.describeRule(d.ruleRef);
+      const problems: string[] = [];
+      if (t.outcome !== 'REJECT' || `${last?.table}/${last?.chain}` !== 'filter/KUBE-EXTERNAL-SERVICES') {
+        problems.push(`trace: ${t.outcome} at ${last?.table}/${last?.chain}`);
+      }
+      if (NAT_ACTION_NAMES[d.action] !== 'REJECT' || `${rule?.table}/${rule?.chain}` !== 'filter/KUBE-EXTERNAL-SERVICES') {
+        problems.push(`Matcher: ${NAT_ACTION_NAMES[d.action]} at ${rule?.table}/${rule?.chain}`);
+      }
+      if (problems.length) bad.push(mismatchText(o, problems.join('; '), 'buildRules', t));
+    }
+    expectNoMismatch(bad, 'node to itself');
   });
 
   it('random endpoint choice: the kernel picks only endpoints of the trace and, over the probes, each of them', () => {

@@ -2,8 +2,9 @@ import { describe, expect, it } from 'vitest';
 import * as path from 'node:path';
 import fc from 'fast-check';
 import {
-  ClusterState, Matcher, MatcherError, MatcherHandle, NAT_DNAT, NAT_DROP, NAT_NONE, NAT_REJECT, NatDecision,
-  RuleSet, SeededRandom, buildRules, compileMatcher, formatIPv4, loadConfig, makeNodeSettings, parseConfig, parseIPv4,
+  Chain, ClusterState, Match, Matcher, MatcherError, MatcherHandle, NAT_DNAT, NAT_DROP, NAT_NONE, NAT_REJECT, NatDecision,
+  Rule, RuleSet, SeededRandom, Target, buildRules, cidrOf, compileMatcher, formatIPv4, loadConfig, makeNodeSettings, parseConfig,
+  parseIPv4,
 } from '../src/nat';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -166,6 +167,133 @@ spec: { type: NodePort, clusterIP: 10.96.7.7, ports: [ { port: 80, nodePort: 309
     expect(d.action).toBe(NAT_REJECT);
     expect(m.serviceName(d.serviceRef)).toBe('default/empty/tcp');
     expect(decide(m, TCP, '192.168.2.100', '192.168.2.3', 30999).action).toBe(NAT_REJECT);
+  });
+});
+
+/**
+ * A node (local address 192.168.1.1) whose every builtin chain starts with a counting rule, so the
+ * hit counters show which hooks a packet crossed (as test/nat-trace.test.ts's hookProbeRules):
+ * - nat PREROUTING/OUTPUT: tcp/80 to 10.0.0.100 -> DNAT 192.168.1.1:8080 and to 10.0.0.102 ->
+ *   DNAT 192.168.1.1:8081 (a local address), to 10.0.0.101 -> DNAT 10.9.9.9:80 (elsewhere);
+ *   nat OUTPUT marks tcp/81 with 0x1;
+ * - nat INPUT and POSTROUTING: tcp/82 -> MASQUERADE --random-fully;
+ * - filter INPUT: tcp/7 -> REJECT, tcp/81 with mark 0x1 and ctstate NEW -> REJECT,
+ *   ctstate DNAT to tcp/8080 -> DROP;
+ * - filter FORWARD: tcp/7 -> DROP; filter OUTPUT: nothing else.
+ */
+const NODE_ADDR = '192.168.1.1';
+function hookProbeRules(): RuleSet {
+  const tcp: Match[] = [{ kind: 'proto', proto: TCP, inv: false }, { kind: 'l4', proto: TCP }];
+  const port = (n: number): Match[] => [...tcp, { kind: 'dport', lo: n, hi: n, inv: false }];
+  const to = (a: string): Match => ({ kind: 'dst', cidr: cidrOf(ip(a)), inv: false });
+  const rule = (matches: Match[], target: Target | null): Rule => ({ matches, target, svc: -1 });
+  const count = rule([{ kind: 'comment', text: 'hook' }], null);
+  const builtin = (name: string, rules: Rule[]): Chain => ({ name, builtin: true, policy: 'ACCEPT', rules: [count, ...rules] });
+  const dnat = [
+    rule([to('10.0.0.100'), ...port(80)], { kind: 'DNAT', addr: ip(NODE_ADDR), port: 8080 }),
+    rule([to('10.0.0.101'), ...port(80)], { kind: 'DNAT', addr: ip('10.9.9.9'), port: 0 }),
+    rule([to('10.0.0.102'), ...port(80)], { kind: 'DNAT', addr: ip(NODE_ADDR), port: 8081 }),
+  ];
+  const masq = rule(port(82), { kind: 'MASQUERADE', randomFully: true, random: false });
+  return {
+    services: [], meta: { proxyVersion: 'imported', nodeName: 'n', masqueradeMark: 0x4000 },
+    tables: [
+      { name: 'nat', chains: [
+        builtin('PREROUTING', dnat), builtin('INPUT', [masq]),
+        builtin('OUTPUT', [...dnat, rule(port(81), { kind: 'MARK', op: 'or', value: 1, mask: 1 })]),
+        builtin('POSTROUTING', [masq]),
+      ] },
+      { name: 'filter', chains: [
+        builtin('INPUT', [
+          rule(port(7), { kind: 'REJECT', rejectWith: null }),
+          rule([...port(81), { kind: 'mark', value: 1, mask: 1, inv: false }, { kind: 'conntrack', states: ['NEW'], inv: false }],
+            { kind: 'REJECT', rejectWith: null }),
+          rule([...port(8080), { kind: 'conntrack', states: ['DNAT'], inv: false }], { kind: 'DROP' }),
+        ]),
+        builtin('FORWARD', [rule(port(7), { kind: 'DROP' })]),
+        builtin('OUTPUT', []),
+      ] },
+    ],
+  };
+}
+
+describe('matcher: hook order (forwarded, local in, local out, local out to a local address)', () => {
+  const m = compileMatcher(hookProbeRules(), { localAddresses: [ip(NODE_ADDR)] });
+  /** The hooks a packet crosses (sorted: the counters do not keep the order). */
+  const hooks = (src: string, dst: string, dport: number): string[] => {
+    m.hits.fill(0);
+    decide(m, TCP, src, dst, dport);
+    return m.counters().filter((c) => c.ruleNum === 1).map((c) => `${c.table} ${c.chain}`).sort();
+  };
+  const outcome = (src: string, dst: string, dport: number): string => {
+    const d = decide(m, TCP, src, dst, dport);
+    const what = ['NONE', 'DNAT', 'DROP', 'REJECT'][d.action];
+    const rule = m.describeRule(d.ruleRef);
+    return `${what}${d.action === NAT_DNAT ? ` ${formatIPv4(d.addr)}:${d.port}` : ''}${d.masquerade ? ' masq' : ''}${d.randomFully ? ' fully' : ''}`
+      + `${d.action >= NAT_DROP && rule ? ` ${rule.table}/${rule.chain}:${rule.ruleNum}` : ''}`;
+  };
+
+  it('routed through the node: nat PREROUTING -> filter FORWARD -> nat POSTROUTING', () => {
+    const want = ['filter FORWARD', 'nat POSTROUTING', 'nat PREROUTING'];
+    expect(hooks('10.2.0.5', '10.3.0.7', 80)).toEqual(want);
+    expect(hooks('10.2.0.5', '10.0.0.101', 80)).toEqual(want);
+    expect(outcome('10.2.0.5', '10.0.0.101', 80)).toBe('DNAT 10.9.9.9:80');
+    expect(outcome('10.2.0.5', '10.3.0.7', 7)).toBe('DROP filter/FORWARD:2');
+    expect(outcome('10.2.0.5', '10.3.0.7', 82)).toBe('NONE masq fully');
+  });
+
+  it('routed to the node: nat PREROUTING -> filter INPUT -> nat INPUT (no nat POSTROUTING)', () => {
+    const want = ['filter INPUT', 'nat INPUT', 'nat PREROUTING'];
+    expect(hooks('10.2.0.5', NODE_ADDR, 80)).toEqual(want);
+    expect(hooks('10.2.0.5', '10.0.0.102', 80)).toEqual(want);
+    expect(outcome('10.2.0.5', '10.0.0.102', 80)).toBe(`DNAT ${NODE_ADDR}:8081`);
+    expect(outcome('10.2.0.5', NODE_ADDR, 7)).toBe('REJECT filter/INPUT:2');
+    expect(outcome('10.2.0.5', '10.0.0.100', 80)).toBe('DROP filter/INPUT:4'); // ctstate DNAT
+    expect(outcome('10.2.0.5', NODE_ADDR, 81)).toBe('NONE'); // nat OUTPUT's mark: not on this path
+    expect(outcome('10.2.0.5', NODE_ADDR, 82)).toBe('NONE masq fully'); // from nat INPUT
+  });
+
+  it('from the node elsewhere: nat OUTPUT -> filter OUTPUT -> nat POSTROUTING', () => {
+    const want = ['filter OUTPUT', 'nat OUTPUT', 'nat POSTROUTING'];
+    expect(hooks(NODE_ADDR, '10.3.0.7', 80)).toEqual(want);
+    expect(hooks(NODE_ADDR, '10.0.0.101', 80)).toEqual(want);
+    expect(hooks('127.0.0.1', '10.3.0.7', 80)).toEqual(want);
+    expect(outcome(NODE_ADDR, '10.3.0.7', 7)).toBe('NONE');
+    expect(outcome(NODE_ADDR, '10.3.0.7', 81)).toBe('NONE');
+    expect(outcome(NODE_ADDR, '10.3.0.7', 82)).toBe('NONE masq fully');
+  });
+
+  it('from the node to a local address: nat OUTPUT -> filter OUTPUT -> nat POSTROUTING -> (lo) filter INPUT, no nat INPUT', () => {
+    const want = ['filter INPUT', 'filter OUTPUT', 'nat OUTPUT', 'nat POSTROUTING'];
+    for (const [src, dst] of [[NODE_ADDR, NODE_ADDR], ['127.0.0.1', '127.0.0.1'], ['127.0.0.1', NODE_ADDR], [NODE_ADDR, '127.0.0.5']]) {
+      expect(hooks(src, dst, 80), `${src} -> ${dst}`).toEqual(want);
+      expect(outcome(src, dst, 7), `${src} -> ${dst}:7`).toBe('REJECT filter/INPUT:2');
+    }
+    expect(hooks(NODE_ADDR, '10.0.0.102', 80)).toEqual(want);
+    expect(outcome(NODE_ADDR, '10.0.0.102', 80)).toBe(`DNAT ${NODE_ADDR}:8081`);
+    expect(outcome(NODE_ADDR, '10.0.0.100', 80)).toBe('DROP filter/INPUT:4'); // still ctstate DNAT
+    expect(outcome(NODE_ADDR, NODE_ADDR, 81)).toBe('REJECT filter/INPUT:3'); // the mark survives lo, still NEW
+    expect(outcome(NODE_ADDR, NODE_ADDR, 82)).toBe('NONE masq fully'); // nat POSTROUTING's, kept
+  });
+
+  it('kube-proxy rules: the node reaching its own NodePort without endpoints is REJECTed by KUBE-EXTERNAL-SERVICES', () => {
+    const extra = loadConfig([path.join(ROOT, 'lab/cluster.yaml'), path.join(ROOT, 'test/fixtures/nat/kernel-extra.yaml')]);
+    const w1 = matcherFor(extra, 'worker-1');
+    for (const proto of [TCP, UDP]) {
+      for (const [src, dst] of [['192.168.2.2', '192.168.2.2'], ['10.1.139.64', '192.168.2.2'], ['10.1.139.64', '10.1.139.64'],
+        ['127.0.0.1', '127.0.0.1'], ['192.168.2.100', '192.168.2.2'], ['10.1.139.70', '192.168.2.2']]) {
+        const d = new NatDecision();
+        w1.match(proto, ip(src), ip(dst), 555, 30339, 0, d);
+        expect(d.action, `${proto} ${src} -> ${dst}:30339`).toBe(NAT_REJECT);
+        const r = w1.describeRule(d.ruleRef)!;
+        expect([r.table, r.chain]).toEqual(['filter', 'KUBE-EXTERNAL-SERVICES']);
+        expect(r.text).toContain('has no endpoints');
+        expect(w1.serviceName(d.serviceRef)).toMatch(/^default\/no-eps:(tcp|udp)\//);
+      }
+    }
+    // eTP Local without local endpoints: the node itself is short-circuited to the cluster-wide endpoints
+    const self = decide(w1, TCP, '192.168.2.2', '192.168.2.2', 30340);
+    expect([self.action, formatIPv4(self.addr), self.port, self.masquerade]).toEqual([NAT_DNAT, '10.1.236.150', 8080, true]);
   });
 });
 

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import * as path from 'node:path';
 import {
-  NAT_ACTION_NAMES, NAT_DNAT, NatDecision, buildRules, compileMatcher, formatIPv4, formatTrace, importIptablesSave,
-  loadConfig, makeNodeSettings, parseIPv4, renderIptablesSave, traceRules,
+  Chain, Match, NAT_ACTION_NAMES, NAT_DNAT, NatDecision, Rule, RuleSet, Target, buildRules, cidrOf, compileMatcher, formatIPv4,
+  formatTrace, importIptablesSave, loadConfig, makeNodeSettings, parseIPv4, renderIptablesSave, tracePacket, traceRules,
 } from '../src/nat';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -12,6 +12,58 @@ const w1 = makeNodeSettings(lab, { hostnameOverride: 'worker-1' });
 const w2 = makeNodeSettings(lab, { hostnameOverride: 'worker-2' });
 const rs1 = buildRules(lab, w1), rs2 = buildRules(lab, w2);
 const pkt = (proto: number, src: string, dst: string, dport: number) => ({ proto, src: ip(src), dst: ip(dst), sport: 40000, dport });
+// lab/cluster.yaml plus the differential test's services (no endpoints -> REJECT, eTP Local
+// without local endpoints -> DROP, externalIPs, a load balancer with source ranges).
+const extra = loadConfig([path.join(ROOT, 'lab/cluster.yaml'), path.join(ROOT, 'test/fixtures/nat/kernel-extra.yaml')]);
+const wx1 = makeNodeSettings(extra, { hostnameOverride: 'worker-1' });
+const rsx1 = buildRules(extra, wx1);
+
+/**
+ * A node (local address 192.168.1.1) whose every builtin chain starts with a counting rule, so a
+ * trace shows which hooks a packet crosses, in which order. Besides:
+ * - nat PREROUTING/OUTPUT: tcp/80 to 10.0.0.100 -> DNAT 192.168.1.1:8080 and to 10.0.0.102 ->
+ *   DNAT 192.168.1.1:8081 (a local address), to 10.0.0.101 -> DNAT 10.9.9.9:80 (elsewhere);
+ *   nat OUTPUT marks tcp/81 with 0x1;
+ * - nat INPUT and POSTROUTING: tcp/82 -> MASQUERADE;
+ * - filter INPUT: tcp/7 -> REJECT, tcp/81 with mark 0x1 and ctstate NEW -> REJECT,
+ *   ctstate DNAT to tcp/8080 -> DROP;
+ * - filter FORWARD: tcp/7 -> DROP; filter OUTPUT: nothing else.
+ */
+const NODE_ADDR = '192.168.1.1';
+function hookProbeRules(): RuleSet {
+  const tcp: Match[] = [{ kind: 'proto', proto: 6, inv: false }, { kind: 'l4', proto: 6 }];
+  const port = (n: number): Match[] => [...tcp, { kind: 'dport', lo: n, hi: n, inv: false }];
+  const to = (a: string): Match => ({ kind: 'dst', cidr: cidrOf(ip(a)), inv: false });
+  const rule = (matches: Match[], target: Target | null): Rule => ({ matches, target, svc: -1 });
+  const count = rule([{ kind: 'comment', text: 'hook' }], null);
+  const builtin = (name: string, rules: Rule[]): Chain => ({ name, builtin: true, policy: 'ACCEPT', rules: [count, ...rules] });
+  const dnat = [
+    rule([to('10.0.0.100'), ...port(80)], { kind: 'DNAT', addr: ip(NODE_ADDR), port: 8080 }),
+    rule([to('10.0.0.101'), ...port(80)], { kind: 'DNAT', addr: ip('10.9.9.9'), port: 0 }),
+    rule([to('10.0.0.102'), ...port(80)], { kind: 'DNAT', addr: ip(NODE_ADDR), port: 8081 }),
+  ];
+  const masq = rule(port(82), { kind: 'MASQUERADE', randomFully: false, random: false });
+  return {
+    services: [], meta: { proxyVersion: 'imported', nodeName: 'n', masqueradeMark: 0x4000 },
+    tables: [
+      { name: 'nat', chains: [
+        builtin('PREROUTING', dnat), builtin('INPUT', [masq]),
+        builtin('OUTPUT', [...dnat, rule(port(81), { kind: 'MARK', op: 'or', value: 1, mask: 1 })]),
+        builtin('POSTROUTING', [masq]),
+      ] },
+      { name: 'filter', chains: [
+        builtin('INPUT', [
+          rule(port(7), { kind: 'REJECT', rejectWith: null }),
+          rule([...port(81), { kind: 'mark', value: 1, mask: 1, inv: false }, { kind: 'conntrack', states: ['NEW'], inv: false }],
+            { kind: 'REJECT', rejectWith: null }),
+          rule([...port(8080), { kind: 'conntrack', states: ['DNAT'], inv: false }], { kind: 'DROP' }),
+        ]),
+        builtin('FORWARD', [rule(port(7), { kind: 'DROP' })]),
+        builtin('OUTPUT', []),
+      ] },
+    ],
+  };
+}
 
 describe('trace', () => {
   it('nginx-service: three destinations, kernel probabilities, masquerade for the node', () => {
@@ -73,16 +125,94 @@ describe('trace', () => {
   });
 });
 
+describe('trace: hook order (forwarded, local in, local out, local out to a local address)', () => {
+  const rs = hookProbeRules();
+  const node = { localAddresses: [ip(NODE_ADDR)] };
+  const hooks = (src: string, dst: string, dport: number) =>
+    traceRules(rs, node, pkt(6, src, dst, dport)).steps.filter((s) => s.ruleText.includes('hook')).map((s) => `${s.table} ${s.chain}`);
+
+  it('routed through the node: nat PREROUTING -> filter FORWARD -> nat POSTROUTING', () => {
+    const want = ['nat PREROUTING', 'filter FORWARD', 'nat POSTROUTING'];
+    expect(hooks('10.2.0.5', '10.3.0.7', 80)).toEqual(want);
+    expect(hooks('10.2.0.5', '10.0.0.101', 80)).toEqual(want); // DNATed elsewhere
+    expect(traceRules(rs, node, pkt(6, '10.2.0.5', '10.3.0.7', 7)).outcome).toBe('DROP');
+    expect(traceRules(rs, node, pkt(6, '10.2.0.5', '10.3.0.7', 82)).masquerade).toBe(true);
+  });
+
+  it('routed to the node: nat PREROUTING -> filter INPUT -> nat INPUT (no nat POSTROUTING)', () => {
+    const want = ['nat PREROUTING', 'filter INPUT', 'nat INPUT'];
+    expect(hooks('10.2.0.5', NODE_ADDR, 80)).toEqual(want);
+    expect(hooks('10.2.0.5', '10.0.0.102', 80)).toEqual(want); // DNATed to a local address
+    expect(traceRules(rs, node, pkt(6, '10.2.0.5', NODE_ADDR, 7)).outcome).toBe('REJECT');
+    // ctstate DNAT holds in filter INPUT after a PREROUTING DNAT
+    expect(traceRules(rs, node, pkt(6, '10.2.0.5', '10.0.0.100', 80)).outcome).toBe('DROP');
+    // nat OUTPUT's mark is not set on this path
+    expect(traceRules(rs, node, pkt(6, '10.2.0.5', NODE_ADDR, 81)).outcome).toBe('NONE');
+  });
+
+  it('from the node elsewhere: nat OUTPUT -> filter OUTPUT -> nat POSTROUTING', () => {
+    const want = ['nat OUTPUT', 'filter OUTPUT', 'nat POSTROUTING'];
+    expect(hooks(NODE_ADDR, '10.3.0.7', 80)).toEqual(want);
+    expect(hooks(NODE_ADDR, '10.0.0.101', 80)).toEqual(want);
+    expect(hooks('127.0.0.1', '10.3.0.7', 80)).toEqual(want);
+    expect(traceRules(rs, node, pkt(6, NODE_ADDR, '10.3.0.7', 7)).outcome).toBe('NONE');
+    expect(traceRules(rs, node, pkt(6, NODE_ADDR, '10.3.0.7', 81)).outcome).toBe('NONE');
+    expect(traceRules(rs, node, pkt(6, NODE_ADDR, '10.3.0.7', 82)).masquerade).toBe(true);
+  });
+
+  it('from the node to a local address: nat OUTPUT -> filter OUTPUT -> nat POSTROUTING -> (lo) filter INPUT, no nat INPUT', () => {
+    const want = ['nat OUTPUT', 'filter OUTPUT', 'nat POSTROUTING', 'filter INPUT'];
+    for (const [src, dst] of [[NODE_ADDR, NODE_ADDR], ['127.0.0.1', '127.0.0.1'], ['127.0.0.1', NODE_ADDR], [NODE_ADDR, '127.0.0.5']]) {
+      expect(hooks(src, dst, 80), `${src} -> ${dst}`).toEqual(want);
+      expect(traceRules(rs, node, pkt(6, src, dst, 7)).outcome, `${src} -> ${dst}:7`).toBe('REJECT');
+    }
+    expect(hooks(NODE_ADDR, '10.0.0.102', 80)).toEqual(want); // DNATed to a local address by nat OUTPUT
+    expect(traceRules(rs, node, pkt(6, NODE_ADDR, '10.0.0.100', 80)).outcome).toBe('DROP'); // still ctstate DNAT
+    // the mark set in nat OUTPUT survives the loop through lo, and the packet is still NEW
+    const marked = traceRules(rs, node, pkt(6, NODE_ADDR, NODE_ADDR, 81));
+    expect(marked.outcome).toBe('REJECT');
+    expect(marked.steps[marked.steps.length - 1]).toMatchObject({ table: 'filter', chain: 'INPUT', ruleNum: 3, verdict: 'REJECT' });
+    // nat POSTROUTING's MASQUERADE is kept once filter INPUT accepts
+    expect(traceRules(rs, node, pkt(6, NODE_ADDR, NODE_ADDR, 82)).outcomes).toEqual([{ outcome: 'NONE', probability: 1, masquerade: true }]);
+  });
+
+  it('kube-proxy rules: the node reaching its own NodePort without endpoints is REJECTed in filter INPUT', () => {
+    for (const proto of ['tcp', 'udp']) {
+      for (const [src, dst] of [['192.168.2.2', '192.168.2.2'], ['10.1.139.64', '192.168.2.2'], ['10.1.139.64', '10.1.139.64'],
+        ['192.168.2.2', '10.1.139.64'], ['127.0.0.1', '127.0.0.1']]) {
+        const t = tracePacket(rsx1, { proto, src: ip(src), dst: ip(dst), sport: 555, dport: 30339 }, wx1);
+        expect(t.outcome, `${proto} ${src} -> ${dst}:30339`).toBe('REJECT');
+        const last = t.steps[t.steps.length - 1];
+        expect(last).toMatchObject({ table: 'filter', chain: 'KUBE-EXTERNAL-SERVICES', verdict: 'REJECT' });
+        expect(last.ruleText).toContain('has no endpoints');
+      }
+    }
+    // the same from outside and from a pod (filter INPUT before, too)
+    expect(traceRules(rsx1, wx1, pkt(6, '192.168.2.100', '192.168.2.2', 30339)).outcome).toBe('REJECT');
+    expect(traceRules(rsx1, wx1, pkt(17, '10.1.139.70', '192.168.2.2', 30339)).outcome).toBe('REJECT');
+    // a NodePort with endpoints is still DNATed for the node itself (masqueraded)
+    const ok = traceRules(rsx1, wx1, pkt(6, '192.168.2.2', '192.168.2.2', 30337));
+    expect([ok.outcome, ok.masquerade]).toEqual(['DNAT', true]);
+  });
+});
+
 describe('the compiled matcher agrees with the trace (two interpreters of one IR)', () => {
-  const srcs = ['10.1.236.141', '10.1.139.84', '10.1.139.93', '192.168.2.2', '192.168.2.3', '192.168.2.100', '127.0.0.1'];
+  const srcs = ['10.1.236.141', '10.1.139.84', '10.1.139.93', '192.168.2.2', '192.168.2.3', '192.168.2.100', '127.0.0.1', '10.1.139.64',
+    '10.2.0.5', NODE_ADDR];
   const dsts: [number, string, number][] = [
     [6, '10.99.64.233', 9999], [6, '10.101.57.97', 80], [6, '10.104.152.223', 80], [6, '10.104.152.224', 80],
     [17, '10.96.0.10', 53], [6, '10.96.0.10', 53], [6, '192.168.2.2', 30337], [6, '192.168.2.3', 30337],
     [6, '192.168.2.2', 30338], [6, '192.168.2.3', 30338], [6, '10.99.64.233', 80], [6, '1.1.1.1', 443], [6, '127.0.0.1', 30337],
+    // kernel-extra.yaml: no endpoints (REJECT), eTP Local remote-only (DROP), source ranges, external IP
+    [6, '192.168.2.2', 30339], [17, '192.168.2.2', 30339], [6, '127.0.0.1', 30339], [6, '10.1.139.64', 30339],
+    [6, '10.96.5.1', 80], [6, '192.168.2.2', 30340], [6, '192.168.2.2', 30341], [6, '203.0.113.10', 80],
+    // hookProbeRules()
+    [6, NODE_ADDR, 7], [6, '10.0.0.100', 80], [6, '10.0.0.101', 80], [6, '10.0.0.102', 80], [6, NODE_ADDR, 81], [6, NODE_ADDR, 82], [6, '10.3.0.7', 82],
   ];
   const legacy1 = buildRules(lab, w1, { proxyVersion: 'legacy' }), legacy2 = buildRules(lab, w2, { proxyVersion: 'legacy' });
   for (const [name, rs, node] of [
     ['worker-1', rs1, w1], ['worker-2', rs2, w2], ['worker-1 (legacy rules)', legacy1, w1], ['worker-2 (legacy rules)', legacy2, w2],
+    ['worker-1 (with kernel-extra.yaml)', rsx1, wx1], ['hook probe rules', hookProbeRules(), { localAddresses: [ip(NODE_ADDR)] }],
   ] as const) {
     it(`${name}: every decision is one the trace allows, at the trace's frequency`, () => {
       const m = compileMatcher(rs, node);
@@ -92,7 +222,8 @@ describe('the compiled matcher agrees with the trace (two interpreters of one IR
         const t = traceRules(rs, node, pkt(proto, src, dst, dport));
         const allowed = new Map(t.outcomes.map((o) => [`${o.outcome}/${o.addr ?? ''}:${o.port ?? ''}/${o.masquerade}`, o.probability]));
         const counts = new Map<string, number>();
-        for (let i = 0; i < N; i++) {
+        const n = t.outcomes.length === 1 ? 50 : N; // a certain outcome needs no statistics
+        for (let i = 0; i < n; i++) {
           m.match(proto, ip(src), ip(dst), 1024 + i, dport, i, d);
           const k = d.action === NAT_DNAT
             ? `DNAT/${formatIPv4(d.addr)}:${d.port}/${d.masquerade}`
@@ -102,7 +233,7 @@ describe('the compiled matcher agrees with the trace (two interpreters of one IR
         for (const [k, c] of counts) {
           const p = allowed.get(k);
           expect(p, `${src} -> ${dst}:${dport}/${proto}: ${k} not in trace ${[...allowed.keys()]}`).toBeDefined();
-          expect(Math.abs(c - N * p!)).toBeLessThanOrEqual(5 * Math.sqrt(N * p! * (1 - p!)) + 1e-9);
+          expect(Math.abs(c - n * p!)).toBeLessThanOrEqual(5 * Math.sqrt(n * p! * (1 - p!)) + 1e-9);
         }
       }
     });

@@ -1,7 +1,9 @@
 // The compiled matcher: the rule IR flattened into typed arrays and evaluated the way netfilter
-// evaluates the first packet of a connection (nat PREROUTING/OUTPUT -> filter INPUT/FORWARD/OUTPUT
-// -> nat POSTROUTING), first match wins, jumps/gotos/RETURN, `-m statistic` (random and nth, as
-// xt_statistic), `-m recent` (xt_recent), MARK bits, DNAT, MASQUERADE.
+// evaluates the first packet of a connection (nat PREROUTING -> filter FORWARD -> nat POSTROUTING
+// when routed through the node, nat PREROUTING -> filter INPUT -> nat INPUT when routed to it,
+// nat OUTPUT -> filter OUTPUT -> nat POSTROUTING from it, and then filter INPUT as well when that
+// goes to the node itself, through lo), first match wins, jumps/gotos/RETURN, `-m statistic`
+// (random and nth, as xt_statistic), `-m recent` (xt_recent), MARK bits, DNAT, MASQUERADE.
 //
 // Lookup cost does not grow with the number of services: chains with many rules (KUBE-SERVICES,
 // KUBE-NODEPORTS, …) get an index from (chain, destination /32 or any, protocol, port) to the rules
@@ -135,7 +137,7 @@ export class Matcher {
   private readonly postings: Int32Array;
 
   // Hooks (-1: absent).
-  private readonly natPre: number; private readonly natOut: number; private readonly natPost: number;
+  private readonly natPre: number; private readonly natIn: number; private readonly natOut: number; private readonly natPost: number;
   private readonly filIn: number; private readonly filFwd: number; private readonly filOut: number;
 
   private readonly local: Uint32Array;
@@ -268,7 +270,7 @@ export class Matcher {
     }
 
     const hook = (t: TableName, c: string) => chainIds.get(t)?.get(c) ?? -1;
-    this.natPre = hook('nat', 'PREROUTING'); this.natOut = hook('nat', 'OUTPUT'); this.natPost = hook('nat', 'POSTROUTING');
+    this.natPre = hook('nat', 'PREROUTING'); this.natIn = hook('nat', 'INPUT'); this.natOut = hook('nat', 'OUTPUT'); this.natPost = hook('nat', 'POSTROUTING');
     this.filIn = hook('filter', 'INPUT'); this.filFwd = hook('filter', 'FORWARD'); this.filOut = hook('filter', 'OUTPUT');
     this.compileMs = performance.now() - t0;
   }
@@ -445,9 +447,14 @@ export class Matcher {
    * Decides a NEW connection (called on a conntrack miss). proto: IP protocol number; addresses
    * u32; nowMs: monotonic milliseconds (xt_recent timestamps). Fills `out`; allocates nothing.
    * A packet whose source is a local address (node IPs, tunnel address, 127/8) is locally
-   * generated (nat OUTPUT, filter OUTPUT); others are routed (nat PREROUTING, then filter INPUT
-   * when the destination after DNAT is local, else FORWARD). nat POSTROUTING runs unless the
-   * packet is delivered locally.
+   * generated, others are routed. The hooks, in the kernel's order, with "local" decided on the
+   * destination after DNAT:
+   * - routed, not local:     nat PREROUTING -> filter FORWARD -> nat POSTROUTING
+   * - routed, local:         nat PREROUTING -> filter INPUT -> nat INPUT
+   * - from the node:         nat OUTPUT -> filter OUTPUT -> nat POSTROUTING
+   * - from the node, local:  the same, then (looped through lo) filter INPUT; nat PREROUTING and
+   *   nat INPUT rules do not run for it (its NAT is already set up), it is still ctstate NEW and
+   *   keeps its mark.
    */
   match(proto: number, src: number, dst: number, sport: number, dport: number, nowMs: number, out: NatDecision): void {
     out.reset();
@@ -457,9 +464,8 @@ export class Matcher {
     const fromLocal = this.isLocal(this.pSrc);
     let v = this.runHook(fromLocal ? this.natOut : this.natPre);
     if (v !== V_ACCEPT) { this.decide(out, v); return; }
-    let natRule = -1;
     if (this.dnat) {
-      natRule = this.lastRule;
+      const natRule = this.lastRule;
       this.pDst = this.dnatAddr;
       if (this.dnatPort !== 0) this.pDport = this.dnatPort;
       this.pCt |= CT_BIT.DNAT;
@@ -470,18 +476,25 @@ export class Matcher {
     this.lastRule = -1;
     v = this.runHook(fromLocal ? this.filOut : toLocal ? this.filIn : this.filFwd);
     if (v !== V_ACCEPT) { this.decide(out, v); return; }
-    if (fromLocal || !toLocal) {
-      this.masq = false;
-      this.dnat = false;
-      this.runHook(this.natPost);
-      out.masquerade = this.masq;
-      out.randomFully = this.masqFully;
+    // The source NAT hook: nat INPUT for a routed packet delivered here, else nat POSTROUTING.
+    this.masq = false;
+    this.dnat = false;
+    this.lastRule = -1;
+    v = this.runHook(!fromLocal && toLocal ? this.natIn : this.natPost);
+    if (v !== V_ACCEPT) { this.decide(out, v); return; }
+    out.masquerade = this.masq;
+    out.randomFully = this.masqFully;
+    if (fromLocal && toLocal) {
+      // Back in through lo.
+      this.lastRule = -1;
+      v = this.runHook(this.filIn);
+      if (v !== V_ACCEPT) { this.decide(out, v); return; }
     }
   }
 
   private decide(out: NatDecision, v: number): void {
     out.action = v === V_DROP ? NAT_DROP : NAT_REJECT;
-    out.addr = 0; out.port = 0; out.masquerade = false;
+    out.addr = 0; out.port = 0; out.masquerade = false; out.randomFully = false;
     out.ruleRef = this.lastRule;
     out.serviceRef = this.lastRule >= 0 ? this.rSvc[this.lastRule] : -1;
   }

@@ -86,6 +86,18 @@ class Tracer {
     return a >>> 24 === 127 || this.local.includes(a);
   }
 
+  /**
+   * The hooks the first packet of a connection crosses, in the kernel's order (nat before filter
+   * at PREROUTING/OUTPUT, filter before nat at INPUT/POSTROUTING):
+   * - routed, not for this node:  nat PREROUTING -> filter FORWARD -> nat POSTROUTING
+   * - routed, for this node:      nat PREROUTING -> filter INPUT -> nat INPUT
+   * - from this node, elsewhere:  nat OUTPUT -> filter OUTPUT -> nat POSTROUTING
+   * - from this node, to itself:  nat OUTPUT -> filter OUTPUT -> nat POSTROUTING, then back in
+   *   through lo -> filter INPUT. The nat rules of PREROUTING and INPUT do not run there: this
+   *   conntrack entry's NAT is already set up (nf_nat_inet_fn: "seen it before? ... loopback"),
+   *   while the packet is still ctstate NEW and keeps its mark.
+   * "For this node" is decided on the destination after DNAT (the routing decision follows it).
+   */
   run(pkt: TracePacket): Res[] {
     this.src = pkt.src >>> 0;
     this.proto = pkt.proto;
@@ -93,19 +105,31 @@ class Tracer {
     const fromLocal = this.isLocal(this.src);
     const ctx0: Ctx = { mark: 0, dst: pkt.dst >>> 0, dport: pkt.dport, dnat: false, dnatAddr: 0, dnatPort: 0, masq: false, ctDnat: false };
     const out: Res[] = [];
-    for (const r of this.hook('nat', fromLocal ? 'OUTPUT' : 'PREROUTING', ctx0, 1)) {
-      if (r.kind === 'DROP' || r.kind === 'REJECT') { out.push(r); continue; }
+    /** Runs `next` on the accepted results of `rs`; DROP/REJECT are final. */
+    const then = (rs: Res[], next: (r: Res) => void) => {
+      for (const r of rs) {
+        if (r.kind === 'DROP' || r.kind === 'REJECT') out.push(r);
+        else next(r);
+      }
+    };
+    const accept = (r: Res) => { out.push({ kind: 'ACCEPT', ctx: r.ctx, p: r.p }); };
+    then(this.hook('nat', fromLocal ? 'OUTPUT' : 'PREROUTING', ctx0, 1), (r) => {
       let ctx = r.ctx;
       if (ctx.dnat) ctx = { ...ctx, dst: ctx.dnatAddr, dport: ctx.dnatPort || ctx.dport, ctDnat: true };
       const toLocal = this.isLocal(ctx.dst);
-      for (const f of this.hook('filter', fromLocal ? 'OUTPUT' : toLocal ? 'INPUT' : 'FORWARD', ctx, r.p)) {
-        if (f.kind === 'DROP' || f.kind === 'REJECT') { out.push(f); continue; }
-        if (!fromLocal && toLocal) { out.push({ kind: 'ACCEPT', ctx: f.ctx, p: f.p }); continue; }
-        for (const q of this.hook('nat', 'POSTROUTING', { ...f.ctx, masq: false }, f.p)) {
-          out.push({ kind: q.kind === 'DROP' || q.kind === 'REJECT' ? q.kind : 'ACCEPT', ctx: q.ctx, p: q.p });
-        }
+      if (!fromLocal) {
+        then(this.hook('filter', toLocal ? 'INPUT' : 'FORWARD', ctx, r.p), (f) => {
+          then(this.hook('nat', toLocal ? 'INPUT' : 'POSTROUTING', { ...f.ctx, masq: false }, f.p), accept);
+        });
+        return;
       }
-    }
+      then(this.hook('filter', 'OUTPUT', ctx, r.p), (f) => {
+        then(this.hook('nat', 'POSTROUTING', { ...f.ctx, masq: false }, f.p), (q) => {
+          if (!toLocal) accept(q);
+          else then(this.hook('filter', 'INPUT', q.ctx, q.p), accept);
+        });
+      });
+    });
     return out;
   }
 

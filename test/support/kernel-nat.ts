@@ -5,16 +5,18 @@
 //   <p>-kn-out   192.168.2.100, .101 /24  (non-cluster clients on the underlay)
 //        |  eth0 <-> em1
 //   <p>-kn-node  192.168.2.2/24 on em1, 10.1.139.64/32 on tun0 (worker-1's tunnel address),
-//                ip_forward=1, kube-proxy's rules loaded with iptables-restore. Routes: the local
-//                endpoints 10.1.139.90/.93 and the default route into tun0 (a veth to <p>-kn-sink,
-//                via a next hop whose MAC nobody has: what is sent there vanishes, so endpoints never
-//                answer and the first packet's conntrack entry stays as the NAT decision made it);
-//                worker-2's pod CIDR via 192.168.2.3 (a permanent
-//                neighbour entry with a MAC nobody has). Listeners on a few node ports, so a
-//                packet delivered locally is observable (connected / answered) and tells "NONE" from
-//                "REJECT".
+//                ip_forward=1, route_localnet=1, kube-proxy's rules loaded with iptables-restore.
+//                Routes: the local endpoints 10.1.139.90/.93 and the default route into tun0, via
+//                a next hop whose MAC nobody has (what is sent there vanishes in <p>-kn-sink, so
+//                those endpoints never answer and the first packet's conntrack entry stays as the
+//                NAT decision made it); worker-2's pod CIDR via 192.168.2.3 on em1 (again a
+//                permanent neighbour entry with a MAC nobody has). Listeners on the probed node
+//                ports make local delivery observable (connected / answered), telling NONE from
+//                REJECT.
+//        |  tun0     <-> eth0 of <p>-kn-sink  (no address: a drain)
 //        |  cali-pod <-> eth0 of <p>-kn-pod   10.1.139.70/32   (a pod: cluster-CIDR client)
-//        |  cali-hp  <-> eth0 of <p>-kn-hp    10.1.139.84/32   (an endpoint: hairpin client)
+//        |  cali-hp  <-> eth0 of <p>-kn-hp    10.1.139.84/32   (an endpoint: hairpin client; it
+//                                                               listens on tcp/80 and udp/5353)
 //
 // Kernel rules exist in <p>-kn-node only. Everything is removed by destroy(); a crashed run's
 // namespaces are collected by test/support/global-setup.ts (the prefix is registered in
