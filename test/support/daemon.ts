@@ -17,6 +17,8 @@ export async function startKubeTun(lab: Lab, node: NodeName, extra: string[] = [
   const short = NODES.find((n) => n.name === node)!.short;
   const socket = path.join(lab.dir, `${short}.sock`);
   const logFile = path.join(lab.dir, `kube-tun-${short}.log`);
+  // A restarted daemon appends to its predecessor's log: only what this instance wrote counts.
+  const logStart = fs.existsSync(logFile) ? fs.statSync(logFile).size : 0;
   const child = lab.spawn(lab.nodeNs(node), [process.execPath, CLI, 'run', '--config', config, '--hostname-override', node,
     '--tun', 'kt0', '--control-socket', socket, '--log-level', 'debug', ...extra], { logFile });
   const d: RunningDaemon = {
@@ -39,7 +41,7 @@ export async function startKubeTun(lab: Lab, node: NodeName, extra: string[] = [
   const deadline = Date.now() + 15_000;
   while (Date.now() < deadline) {
     if (child.exitCode !== null) throw new Error(`kube-tun on ${node} exited ${child.exitCode}:\n${d.log()}`);
-    if (fs.existsSync(logFile) && d.log().includes('"msg":"ready"')) return d;
+    if (fs.existsSync(logFile) && d.log().slice(logStart).includes('"msg":"ready"')) return d;
     await sleep(50);
   }
   throw new Error(`kube-tun on ${node} not ready after 15 s:\n${d.log()}`);
