@@ -8,32 +8,36 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { REPO_ROOT, IptablesBackend } from './lab';
-import { BenchEnv, CLI, PROBE, collectStaleBenchLabs } from './bench/env';
+import { REPO_ROOT, IptablesBackend, renderKernelRules } from './lab';
+import { BenchEnv, CLI, PROBE, BASE_CONFIGS, collectStaleBenchLabs } from './bench/env';
 import { Ctx, Params, connRate, bulk, udp, latency, crossNode, memory, scaleCase, scaleStep, rulesCase, rulesStep } from './bench/cases';
 import { BenchResult, CaseResult } from './bench/results';
 import { markdown, svg } from './bench/report';
-import { killAllRunning, tryText } from './bench/exec';
+import { killAllRunning, tryText, abort } from './bench/exec';
 
 export const CASES = ['conn-rate', 'bulk', 'udp', 'latency', 'rules', 'memory', 'scale', 'cross-node'] as const;
 type CaseId = (typeof CASES)[number];
 
 const USAGE = `usage: npm run bench -- [--quick | --tiny] [--only CASE[,CASE…]] [--reps N] [--backends legacy,nft] [--out DIR] [--no-latest]
+                          [--self-test wrong-path]
   cases: ${CASES.join(', ')}
   --quick   smoke run, under 5 minutes     --tiny   seconds; 1 repetition, tiny loads (test/bench.test.ts)
   default   full run, under 30 minutes
+  --self-test wrong-path   leave kernel NAT rules on the kube-tun side: the run must fail its path checks
 `;
 
 export function paramsFor(mode: 'full' | 'quick' | 'tiny'): Params {
-  const common = { concurrency: 50, floodRate: 60_000, backends: ['legacy', 'nft'] as IptablesBackend[] };
+  const common = { concurrency: 50, floodRate: 40_000, backends: ['legacy', 'nft'] as IptablesBackend[] };
   if (mode === 'tiny') {
     return { ...common, mode, reps: 1, backends: ['legacy'], tunDirect: false, connSeconds: 1, bulkSeconds: 1, bulkStreams: [1], udpSeconds: 1,
       rrCount: 200, crossSeconds: 1, scaleNs: [100], scaleConnSeconds: 1, connectCount: 50, rulesNs: [100], memTargets: [2000],
       memKernelTarget: 2000, floodRate: 20_000 };
   }
   if (mode === 'quick') {
-    return { ...common, mode, reps: 3, tunDirect: true, connSeconds: 3, bulkSeconds: 2, bulkStreams: [1, 4], udpSeconds: 2, rrCount: 2000,
-      crossSeconds: 2, scaleNs: [1, 10_000], scaleConnSeconds: 2, connectCount: 300, rulesNs: [1000, 10_000], memTargets: [100_000],
+    // ~4 minutes: short loads, no TUN-only baseline, the scale case at 10,000 services only (the
+    // connection-rate case is its few-services point), rule updates at 1,000 services.
+    return { ...common, mode, reps: 3, tunDirect: false, connSeconds: 2, bulkSeconds: 2, bulkStreams: [1, 4], udpSeconds: 1, rrCount: 1000,
+      crossSeconds: 1, scaleNs: [10_000], scaleConnSeconds: 2, connectCount: 200, rulesNs: [1000], memTargets: [100_000],
       memKernelTarget: 100_000 };
   }
   return { ...common, mode, reps: 3, tunDirect: true, connSeconds: 8, bulkSeconds: 6, bulkStreams: [1, 4], udpSeconds: 5, rrCount: 5000,
@@ -75,6 +79,7 @@ export async function main(argv: string[]): Promise<number> {
     options: {
       quick: { type: 'boolean' }, tiny: { type: 'boolean' }, only: { type: 'string', multiple: true }, reps: { type: 'string' },
       backends: { type: 'string' }, out: { type: 'string' }, 'no-latest': { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+      'self-test': { type: 'string' },
     },
     strict: true, allowPositionals: false,
   });
@@ -91,6 +96,7 @@ export async function main(argv: string[]): Promise<number> {
     if (!(CASES as readonly string[]).includes(c.trim())) { process.stderr.write(`bench: unknown case "${c}"\n${USAGE}`); return 2; }
     only.add(c.trim() as CaseId);
   }
+  if (values['self-test'] !== undefined && values['self-test'] !== 'wrong-path') { process.stderr.write(`bench: unknown self-test "${values['self-test']}"\n`); return 2; }
   const want = (c: CaseId) => only.size === 0 || only.has(c);
   const outDir = path.resolve(values.out ?? path.join(REPO_ROOT, 'bench', 'results'));
   fs.mkdirSync(outDir, { recursive: true });
@@ -100,14 +106,17 @@ export async function main(argv: string[]): Promise<number> {
   const stale = collectStaleBenchLabs();
   if (stale.length) log(`removed labs of earlier bench runs that died: ${stale.join(', ')}`);
   const env = new BenchEnv(p.backends, log);
-  let tornDown = false;
-  const teardown = async () => {
-    if (tornDown) return;
-    tornDown = true;
-    killAllRunning();
-    await env.destroy();
+  let tornDown: Promise<void> | undefined;
+  const teardown = () => {
+    if (!tornDown) {
+      killAllRunning();
+      tornDown = env.destroy();
+    }
+    return tornDown;
   };
+  let interrupted = false;
   const onSignal = (sig: string) => {
+    interrupted = true;
     process.stderr.write(`\nbench: ${sig}: stopping loads and tearing the labs down\n`);
     void teardown().finally(() => process.exit(130));
   };
@@ -124,6 +133,13 @@ export async function main(argv: string[]): Promise<number> {
   try {
     log(`kube-tun bench, ${mode} run: ${[...CASES].filter(want).join(', ')}; ${p.reps} rep(s); kernel backends ${p.backends.join(', ')}`);
     await env.build();
+    if (values['self-test'] === 'wrong-path') {
+      // Harness self-test (test/bench.test.ts): kube-proxy's rules left on the kube-tun side's node
+      // make the kernel DNAT before kube-tun sees the packets; the kube-tun samples must fail their
+      // path check instead of reporting the kernel's figures as kube-tun's.
+      env.kt.loadKernelRules('worker-1', renderKernelRules('worker-1', BASE_CONFIGS), { backend: 'legacy' });
+      log('self-test: kernel NAT rules loaded into the kube-tun lab; its samples must fail the path check');
+    }
     result.labs = { 'kube-tun': env.kt.prefix, ...Object.fromEntries(Object.entries(env.kernel).map(([b, l]) => [`kernel-${b}`, l!.prefix])) };
     const ctx: Ctx = { env, p, log };
     if (want('conn-rate')) byId.set('conn-rate', await connRate(ctx));
@@ -151,6 +167,10 @@ export async function main(argv: string[]): Promise<number> {
     process.off('SIGINT', onInt);
     process.off('SIGTERM', onTerm);
   }
+  if (abort.requested && interrupted) {
+    process.stderr.write('bench: interrupted; no results written\n');
+    return 130;
+  }
   result.cases = CASES.filter((c) => byId.has(c)).map((c) => byId.get(c)!);
   for (const c of result.cases) if (c.error) result.failures.push(`${c.id}: ${c.error}`);
   result.ok = result.failures.length === 0 && result.cases.length > 0;
@@ -164,7 +184,7 @@ export async function main(argv: string[]): Promise<number> {
   fs.writeFileSync(files.json, JSON.stringify(result, null, 1) + '\n');
   fs.writeFileSync(files.md, `${md}\n![kube-tun vs kernel](${path.basename(files.svg)})\n`);
   fs.writeFileSync(files.svg, chart);
-  if (!values['no-latest'] && mode !== 'tiny') {
+  if (!values['no-latest'] && !values['self-test'] && mode !== 'tiny') {
     const latest = `latest${mode === 'full' ? '' : `-${mode}`}`;
     for (const [ext, f] of Object.entries(files)) fs.copyFileSync(f, path.join(outDir, `${latest}.${ext}`));
   }

@@ -8,11 +8,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { NodeName, renderKernelRules, IptablesBackend, sleep } from '../lab';
 import { BenchEnv, SVC, ServiceTarget, BASE_CONFIGS, CT_MAX } from './env';
-import { CaseResult, MetricDef, VariantId, newCase, summarizeCase, VARIANT_SHORT } from './results';
+import { CaseResult, MetricDef, VariantId, newCase, summarizeCase, directNotes, VARIANT_SHORT } from './results';
 import { ab, nstat, delta, iperf3, rr, connectLatency, flood } from './tools';
 import { writeScaleConfig, EXTRA_ENDPOINT } from './gen-config';
 import { partialRestore, fullSyncRestore, countRules } from './rules-diff';
-import { nsText, runIn } from './exec';
+import { nsText, runIn, abort } from './exec';
 import { fmt } from './stats';
 
 export interface Params {
@@ -101,6 +101,7 @@ async function alternate(ctx: Ctx, c: CaseResult, group: string, variants: Varia
   if (!c.groups.includes(group)) c.groups.push(group);
   for (let rep = 0; rep < reps; rep++) {
     for (const v of variants) {
+      if (abort.requested) throw new Error('aborted');
       const at = new Date().toISOString(), load1 = +os.loadavg()[0].toFixed(2);
       const r = await fn(v, rep);
       c.samples.push({ variant: v, group, rep, values: r.values, check: r.check, info: r.info, at, load1 });
@@ -122,6 +123,7 @@ async function runCase(ctx: Ctx, c: CaseResult, body: () => Promise<void>): Prom
   } finally {
     c.seconds += (Date.now() - t0) / 1000;
     summarizeCase(c);
+    directNotes(c);
   }
 }
 
@@ -290,7 +292,7 @@ export async function memory(ctx: Ctx): Promise<CaseResult> {
   const variants: VariantId[] = ['kube-tun', ...(env.kernel.legacy ? ['kernel-legacy' as VariantId] : kernels(p).slice(0, 1))];
   const c = newCase('memory', 'Memory',
     `conntrack entries made by TCP SYNs from distinct (source, port) pairs (a TUN device in pod client1 writes them) to bench/sink, whose endpoint never answers: entries stay in SYN_SENT. kube-tun: daemon RSS (--ct-max ${CT_MAX.toLocaleString('en-US')}, table preallocated); kernel: nf_conntrack slab objects.`,
-    [{ key: 'memMiB', label: 'memory (kube-tun: process RSS; kernel: conntrack slab growth)', unit: 'MiB', better: 'none', chart: true },
+    [{ key: 'memMiB', label: 'memory (RSS / slab)', unit: 'MiB', better: 'none', chart: true },
       { key: 'bytesPerEntry', label: 'bytes per entry', unit: 'B', better: 'lower', chart: true },
       { key: 'entries', label: 'entries', unit: '', better: 'none' }], variants);
   c.command.push(`node dist/scripts/bench/probe.js flood gen0 ${SVC.sink.vip} 9 … (SYNs at ${p.floodRate} pps)`);
@@ -313,6 +315,7 @@ export async function memory(ctx: Ctx): Promise<CaseResult> {
       for (let i = 0; i < p.memTargets.length; i++) {
         const target = p.memTargets[i];
         const check = await pathProbe(ctx, 'kube-tun', 'worker-1', SVC.sink);
+        const before = (await env.ktStats('worker-1')).conntrack.entries;
         let entries = 0;
         const t0 = Date.now();
         for (let round = 0; round < 6; round++) {
@@ -326,7 +329,7 @@ export async function memory(ctx: Ctx): Promise<CaseResult> {
         }
         const genMs = Date.now() - t0;
         const rss = env.ktRssKb('worker-1');
-        const what = await check({ conns: (entries - e0) * 0.9 });
+        const what = await check({ conns: (entries - before) * 0.9 });
         const values = { memMiB: rss.rss / 1024, entries, bytesPerEntry: ((rss.rss - rss0) * 1024) / Math.max(1, entries - e0) };
         push(groups[i + 1], values, what, { rssKb: rss.rss, hwmKb: rss.hwm, rss0Kb: rss0, synsSent: sent, ms: genMs });
         ctx.log(`    memory | ${groups[i + 1]} | rep ${rep + 1}/${p.reps} | kube-tun          | ${entries} entries, RSS ${fmt(rss.rss / 1024)} MiB (+${fmt(values.bytesPerEntry)} B/entry) in ${genMs} ms`);
@@ -400,9 +403,12 @@ export function scaleCase(ctx: Ctx): CaseResult {
 export async function scaleStep(ctx: Ctx, c: CaseResult, n: number): Promise<void> {
   await runCase(ctx, c, async () => {
     const info = await ctx.env.ensureServices(n);
-    const group = `${n.toLocaleString('en-US')} services ahead`;
-    c.notes.push(`${group}: ${info.kubeServicesRulesAhead} KUBE-SERVICES rules ahead of bench/web's, ${info.rules} rules in all; ` +
-      `kube-tun compiled ${JSON.stringify(info.kubeTunReady)}; ${ctx.p.backends.map((b) => `iptables-${b}-restore ${info[`restoreMs_${b}`]} ms`).join(', ')}.`);
+    const group = `${n.toLocaleString('en-US')} service${n === 1 ? '' : 's'} ahead`;
+    if (info.rules !== undefined) {
+      const ready = info.kubeTunReady as Record<string, number>;
+      c.notes.push(`${group}: ${info.kubeServicesRulesAhead} KUBE-SERVICES rules ahead of bench/web's, ${info.rules} rules in all (rendered by \`kube-tun rules\` in ${info.renderMs} ms); ` +
+        `loaded by ${ctx.p.backends.map((b) => `iptables-${b}-restore in ${info[`restoreMs_${b}`]} ms`).join(', ')}; kube-tun started with ${ready.services} service ports (${ready.rules} rules) compiled in ${Math.round(ready.ms)} ms.`);
+    }
     await alternate(ctx, c, group, c.variants, async (v) => {
       const r = await connRateSample(ctx, v, 'client1', SVC.web, ctx.p.scaleConnSeconds);
       const lab = ctx.env.labFor(v);

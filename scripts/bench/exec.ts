@@ -3,12 +3,15 @@
 import { spawn, ChildProcess, execFileSync } from 'node:child_process';
 
 const running = new Set<ChildProcess>();
+/** Set on SIGINT/SIGTERM: no new load starts while the labs are torn down. */
+export const abort = { requested: false };
 
 export interface RunResult { stdout: string; stderr: string; code: number | null; ms: number; timedOut: boolean }
 
 /** Run `cmd` inside network namespace `ns` (or in ours when ns is ''), killed after timeoutMs. */
 export function runIn(ns: string, cmd: string[], timeoutMs: number, input?: string): Promise<RunResult> {
   const argv = ns ? ['ip', 'netns', 'exec', ns, ...cmd] : cmd;
+  if (abort.requested) return Promise.reject(new Error('aborted'));
   return new Promise((resolve, reject) => {
     const t0 = process.hrtime.bigint();
     const child = spawn(argv[0], argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
@@ -36,6 +39,7 @@ export async function mustRun(ns: string, cmd: string[], timeoutMs: number, inpu
 }
 
 export function killAllRunning(): void {
+  abort.requested = true;
   for (const c of running) { try { c.kill('SIGKILL'); } catch { /* gone */ } }
 }
 

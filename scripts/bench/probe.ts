@@ -85,8 +85,12 @@ function csum(buf: Buffer, off: number, len: number, init = 0): number {
   return sum;
 }
 
-/** SYN number k: source base+(k % srcs), sport 1024 + floor(k / srcs). Distinct for k < srcs * 64,000. */
+/**
+ * SYN number k: source base+(k % srcs), sport 1024 + floor(k / srcs). Distinct for k < srcs * 64,000;
+ * beyond that the numbering wraps, and a repeated SYN only refreshes the entry it already made.
+ */
 function writeSyn(buf: Buffer, off: number, k: number, dst: number, dport: number, srcBase: number, srcs: number): void {
+  k %= srcs * 64_000;
   const src = (srcBase + (k % srcs)) >>> 0, sport = 1024 + Math.floor(k / srcs);
   buf.fill(0, off, off + 40);
   buf[off] = 0x45; buf.writeUInt16BE(40, off + 2); buf.writeUInt16BE(k & 0xffff, off + 4);

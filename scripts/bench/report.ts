@@ -1,5 +1,5 @@
 // The benchmark's human outputs: a Markdown table and a hand-written SVG bar chart with error bars.
-import { BenchResult, CaseResult, VariantId, VARIANT_COLORS, VARIANT_LABELS, VARIANT_SHORT, summaryOf } from './results';
+import { BenchResult, CaseResult, VariantId, VARIANT_COLORS, VARIANT_LABELS, VARIANT_SHORT, VARIANT_TICK, summaryOf } from './results';
 import { fmt, Summary } from './stats';
 
 const KERNELS: VariantId[] = ['kernel-legacy', 'kernel-nft'];
@@ -40,12 +40,15 @@ export function markdown(r: BenchResult): string {
     }
     let first = true;
     for (const g of c.groups) {
+      let firstOfGroup = true;
       for (const m of c.metrics) {
         if (!cols.some((v) => summaryOf(c, g, m.key, v))) continue;
         const arrow = m.better === 'higher' ? ' ↑' : m.better === 'lower' ? ' ↓' : '';
         const name = first ? `**${c.title}**` : '';
+        const gname = firstOfGroup ? g : '';
         first = false;
-        L.push(`| ${name} | ${g} | ${m.label}${m.unit ? ` (${m.unit})` : ''}${arrow} | ${cols.map((v) => cell(summaryOf(c, g, m.key, v))).join(' | ')} | ` +
+        firstOfGroup = false;
+        L.push(`| ${name} | ${gname} | ${m.label}${m.unit ? ` (${m.unit})` : ''}${arrow} | ${cols.map((v) => cell(summaryOf(c, g, m.key, v))).join(' | ')} | ` +
           `${kcols.map((k) => (m.better === 'none' ? '' : ratio(c, g, m.key, k))).join(' | ')} |`);
       }
     }
@@ -68,6 +71,16 @@ export function markdown(r: BenchResult): string {
   return L.join('\n');
 }
 
+function wrap(text: string, width: number): string[] {
+  const out: string[] = [];
+  let cur = '';
+  for (const w of text.split(' ')) {
+    if (cur && cur.length + 1 + w.length > width) { out.push(cur); cur = w; } else cur = cur ? `${cur} ${w}` : w;
+  }
+  if (cur) out.push(cur);
+  return out;
+}
+
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 
 /** One panel per (case, group, charted metric): bars per variant, error bars min–max. */
@@ -86,26 +99,36 @@ export function svg(r: BenchResult): string {
   for (const p of panels) for (const b of p.bars) if (!used.includes(b.v)) used.push(b.v);
   const order: VariantId[] = ['kube-tun', 'kernel-legacy', 'kernel-nft', 'direct', 'kube-tun-direct'];
   used.sort((a, b) => order.indexOf(a) - order.indexOf(b));
-  const PW = 330, PH = 230, COLS = 3, TOP = 78;
+  const PW = 330, PH = 230, COLS = 3, W = PW * COLS + 20;
+  // Legend entries, wrapped to the width.
+  const legend: { v: VariantId; x: number; y: number; text: string }[] = [];
+  let lx = 10, ly = 48;
+  for (const v of used) {
+    const text = `${VARIANT_LABELS[v]}${VARIANT_TICK[v] !== v ? ` (${VARIANT_TICK[v]})` : ''}`;
+    const w = 28 + text.length * 5.9;
+    if (lx + w > W - 10 && lx > 10) { lx = 10; ly += 18; }
+    legend.push({ v, x: lx, y: ly, text });
+    lx += w;
+  }
+  const TOP = ly + 30;
   const rows = Math.max(1, Math.ceil(panels.length / COLS));
-  const W = PW * COLS + 20, H = TOP + rows * PH + 10;
+  const H = TOP + rows * PH + 10;
   const o: string[] = [];
   o.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="Helvetica, Arial, sans-serif" font-size="11">`);
   o.push(`<rect width="${W}" height="${H}" fill="#ffffff"/>`);
   const h = r.host as Record<string, any>;
   o.push(`<text x="10" y="20" font-size="15" font-weight="bold">kube-tun vs kernel netfilter (${esc(r.mode)} run, ${esc(r.startedAt.slice(0, 10))})</text>`);
   o.push(`<text x="10" y="37" fill="#555">${esc(`${h.hostname}: ${h.cpus} CPUs, kernel ${h.kernel}, Node ${r.versions.node}; median of ${r.params.reps} alternating runs, error bars min–max`)}</text>`);
-  let lx = 10;
-  for (const v of used) {
-    o.push(`<rect x="${lx}" y="48" width="12" height="12" fill="${VARIANT_COLORS[v]}"/>`);
-    o.push(`<text x="${lx + 16}" y="58">${esc(VARIANT_LABELS[v])}</text>`);
-    lx += 24 + VARIANT_LABELS[v].length * 6.1;
+  for (const e of legend) {
+    o.push(`<rect x="${e.x.toFixed(1)}" y="${e.y}" width="12" height="12" fill="${VARIANT_COLORS[e.v]}"/>`);
+    o.push(`<text x="${(e.x + 16).toFixed(1)}" y="${e.y + 10}">${esc(e.text)}</text>`);
   }
   panels.forEach((p, i) => {
     const x0 = 10 + (i % COLS) * PW, y0 = TOP + Math.floor(i / COLS) * PH;
-    const plotX = x0 + 46, plotY = y0 + 40, plotW = PW - 66, plotH = PH - 80;
+    const plotX = x0 + 46, plotY = y0 + 46, plotW = PW - 66, plotH = PH - 86;
     o.push(`<text x="${x0 + 4}" y="${y0 + 14}" font-weight="bold">${esc(p.title)}</text>`);
-    o.push(`<text x="${x0 + 4}" y="${y0 + 28}" fill="#444">${esc(p.sub)}</text>`);
+    const lines = wrap(p.sub, 56).slice(0, 2);
+    lines.forEach((l, k) => o.push(`<text x="${x0 + 4}" y="${y0 + 28 + k * 13}" fill="#444">${esc(l)}</text>`));
     const top = Math.max(...p.bars.map((b) => Math.max(b.s.max, b.s.median))) * 1.18 || 1;
     const y = (val: number) => plotY + plotH - (val / top) * plotH;
     o.push(`<line x1="${plotX}" y1="${plotY + plotH}" x2="${plotX + plotW}" y2="${plotY + plotH}" stroke="#333"/>`);
@@ -123,12 +146,12 @@ export function svg(r: BenchResult): string {
       o.push(`<rect x="${(cx - bw / 2).toFixed(1)}" y="${yt.toFixed(1)}" width="${bw.toFixed(1)}" height="${(plotY + plotH - yt).toFixed(1)}" fill="${VARIANT_COLORS[b.v]}"><title>${esc(`${VARIANT_LABELS[b.v]}: median ${fmt(b.s.median)} ${p.unit}, min ${fmt(b.s.min)}, max ${fmt(b.s.max)}, n=${b.s.n}`)}</title></rect>`);
       if (b.s.n > 1 && b.s.max > b.s.min) {
         const y1 = y(b.s.min), y2 = y(b.s.max);
-        o.push(`<line x1="${cx}" y1="${y1.toFixed(1)}" x2="${cx}" y2="${y2.toFixed(1)}" stroke="#000" stroke-width="1.2"/>`);
+        o.push(`<line x1="${cx.toFixed(1)}" y1="${y1.toFixed(1)}" x2="${cx.toFixed(1)}" y2="${y2.toFixed(1)}" stroke="#000" stroke-width="1.2"/>`);
         o.push(`<line x1="${cx - 5}" y1="${y1.toFixed(1)}" x2="${cx + 5}" y2="${y1.toFixed(1)}" stroke="#000" stroke-width="1.2"/>`);
         o.push(`<line x1="${cx - 5}" y1="${y2.toFixed(1)}" x2="${cx + 5}" y2="${y2.toFixed(1)}" stroke="#000" stroke-width="1.2"/>`);
       }
-      o.push(`<text x="${cx}" y="${(Math.min(yt, y(b.s.max)) - 4).toFixed(1)}" text-anchor="middle" font-size="10">${esc(fmt(b.s.median))}</text>`);
-      o.push(`<text x="${cx}" y="${plotY + plotH + 13}" text-anchor="middle" font-size="9.5" fill="#333">${esc(VARIANT_SHORT[b.v])}</text>`);
+      o.push(`<text x="${cx.toFixed(1)}" y="${(Math.min(yt, y(b.s.max)) - 4).toFixed(1)}" text-anchor="middle" font-size="10">${esc(fmt(b.s.median))}</text>`);
+      o.push(`<text x="${cx.toFixed(1)}" y="${plotY + plotH + 13}" text-anchor="middle" font-size="9.5" fill="#333">${esc(VARIANT_TICK[b.v])}</text>`);
     });
   });
   if (panels.length === 0) o.push(`<text x="10" y="${TOP + 20}">no data</text>`);

@@ -9,14 +9,22 @@ export const VARIANT_LABELS: Record<VariantId, string> = {
   'kernel-legacy': 'kernel, iptables-legacy',
   'kernel-nft': 'kernel, iptables-nft',
   direct: 'pod direct (kernel routing, no NAT)',
-  'kube-tun-direct': 'pod direct through kube-tun (TUN, no DNAT)',
+  'kube-tun-direct': 'pod direct through kube-tun (TUN only, no DNAT)',
 };
 export const VARIANT_SHORT: Record<VariantId, string> = {
   'kube-tun': 'kube-tun',
   'kernel-legacy': 'kernel (legacy)',
   'kernel-nft': 'kernel (nft)',
   direct: 'direct',
-  'kube-tun-direct': 'kube-tun, no DNAT',
+  'kube-tun-direct': 'TUN only, no DNAT',
+};
+/** Under the bars of the chart (narrow). */
+export const VARIANT_TICK: Record<VariantId, string> = {
+  'kube-tun': 'kube-tun',
+  'kernel-legacy': 'legacy',
+  'kernel-nft': 'nft',
+  direct: 'direct',
+  'kube-tun-direct': 'TUN only',
 };
 export const VARIANT_COLORS: Record<VariantId, string> = {
   'kube-tun': '#d9534f',
@@ -99,4 +107,26 @@ export function summarizeCase(c: CaseResult): void {
 
 export function summaryOf(c: CaseResult, group: string, metric: string, variant: VariantId): Summary | undefined {
   return c.summary.find((r) => r.group === group && r.metric === metric && r.variant === variant)?.summary;
+}
+
+/** How each variant compares with the pod-direct baseline of the same run (and flag the implausible). */
+export function directNotes(c: CaseResult): void {
+  if (!c.variants.includes('direct')) return;
+  for (const g of c.groups) {
+    for (const m of c.metrics.filter((x) => x.chart && x.better === 'higher')) {
+      const d = summaryOf(c, g, m.key, 'direct');
+      if (!d || !(d.median > 0)) continue;
+      const parts: string[] = [], odd: string[] = [];
+      for (const v of c.variants.filter((x) => x !== 'direct')) {
+        const s = summaryOf(c, g, m.key, v);
+        if (!s) continue;
+        const pct = (s.median / d.median) * 100;
+        parts.push(`${VARIANT_SHORT[v]} ${pct.toFixed(0)} %`);
+        if (pct > 130) odd.push(VARIANT_SHORT[v]);
+      }
+      if (!parts.length) continue;
+      c.notes.push(`${g}, ${m.label}, as a share of pod direct (${summaryOf(c, g, m.key, 'direct')!.median.toFixed(m.unit === 'Gbit/s' ? 2 : 0)} ${m.unit}): ${parts.join(', ')}` +
+        (odd.length ? `. **Implausible**: ${odd.join(', ')} beat the un-NATed baseline by more than 30 %: the box was busy (see each sample's load1 in the JSON); rerun.` : '.'));
+    }
+  }
 }

@@ -107,7 +107,8 @@ export async function connectLatency(ns: string, host: string, port: number, cou
 /** TCP SYNs from distinct (src, sport) pairs, written into a TUN device in `ns`. */
 export async function flood(ns: string, dst: string, dport: number, start: number, count: number, rate: number): Promise<Record<string, number>> {
   const timeoutMs = Math.ceil((count / rate) * 1000 * 3) + 10_000;
-  const cmd = [process.execPath, PROBE, 'flood', 'gen0', dst, String(dport), '10.1.139.100', '24', String(start), String(count), String(rate), String(timeoutMs)];
+  // Sources 10.1.139.100-126: in worker-1's pod CIDR (so the node routes them like pod traffic), no pod's address.
+  const cmd = [process.execPath, PROBE, 'flood', 'gen0', dst, String(dport), '10.1.139.100', '27', String(start), String(count), String(rate), String(timeoutMs)];
   const r = await mustRun(ns, cmd, timeoutMs + 10_000);
   const j = JSON.parse(r.stdout.trim().split('\n').pop()!);
   if (j.error) throw new Error(`probe flood: ${j.error}`);
