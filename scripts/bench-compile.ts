@@ -125,7 +125,8 @@ function main(): void {
   if (traced.outcome !== 'DNAT' || JSON.stringify(traced.destinations.map((d) => d.addr).sort()) !== JSON.stringify(want)) {
     throw new Error(`trace of the imported dump: ${traced.outcome} ${JSON.stringify(traced.destinations)}, want DNAT to ${want.join(', ')}`);
   }
-  time('importIptablesSave (dump)', () => importIptablesSave(save).rules, r);
+  const imported = time('importIptablesSave (dump)', () => importIptablesSave(save).rules, r);
+  time('trace (imported dump)', () => tracePacket(imported, pkt, node), r);
   time('importIptablesSave (restore)', () => importIptablesSave(text).rules, r);
   time('import + compile (dump)', () => compileMatcher(importIptablesSave(save).rules, node), r);
   const yaml = yamlFor(N);

@@ -453,28 +453,53 @@ function parseTarget(ctx: LineCtx, isGoto: boolean, t: string, args: string[], f
 const KNOWN_TARGET_EXTENSIONS = new Set(['SNAT', 'LOG', 'NFLOG', 'TRACE', 'CT', 'NOTRACK', 'CONNMARK', 'TPROXY', 'REDIRECT', 'NETMAP', 'TCPMSS', 'CHECKSUM', 'CLASSIFY', 'DSCP', 'TOS', 'TTL', 'SET', 'NFQUEUE', 'AUDIT', 'ULOG', 'TEE']);
 
 // ---------------------------------------------------------------------------------------------
-// Fast path. A 10,000-service dump is ~110k rule lines; tokenizing each into strings and
-// parsing them with the general RuleParser allocates millions of short-lived strings. The
-// FastRuleParser reads a rule line in place (token = [start, end) positions into the dump, numbers
-// and addresses parsed from char codes, option names compared without slicing) and builds the same
-// IR the general parser builds. It handles only the shapes kube-proxy and iptables-save write;
-// for anything else — or anything wrong — it returns null *without side effects*, and the line
-// goes through tokenize() + RuleParser, which accepts it or refuses it with the line number, so
-// errors and edge cases behave exactly as before.
+// Fast path (issue 3: a 10,000-service dump, ~110k rule lines, imports and traces in under a
+// second). Splitting the dump into lines and each line into tokens, and parsing them with the
+// general RuleParser, allocates millions of short-lived strings; the IR itself is ~0.5M long-lived
+// objects, so allocation and GC dominate. The FastRuleParser reads a rule line in place (a token is
+// a [start, end) range of the dump; numbers and addresses are parsed from char codes; option names
+// are compared without slicing), shares the immutable matches and targets that repeat, and builds
+// the same IR the general parser builds. It handles only the shapes kube-proxy and iptables-save
+// write; for anything else — or anything wrong — it returns null, leaving the IR untouched, and the
+// line goes through tokenize() + RuleParser, which accepts it or refuses it with the line number:
+// errors and edge cases behave exactly as before (test/nat-import.test.ts compares the two paths).
+// The line loop (Importer.run) also resolves jump targets and the service named by each rule's
+// comment as it goes, so that the passes after it (tableJumps, attachServices) do little.
 
+/**
+ * A copy of `a` of exactly its size. Array literals for the usual sizes: their allocation sites
+ * let V8 pretenure the (long-lived) arrays instead of copying them through the young generation.
+ */
+function exact<T>(a: readonly T[]): T[] {
+  switch (a.length) {
+    case 1: return [a[0]];
+    case 2: return [a[0], a[1]];
+    case 3: return [a[0], a[1], a[2]];
+    case 4: return [a[0], a[1], a[2], a[3]];
+    case 5: return [a[0], a[1], a[2], a[3], a[4]];
+    case 6: return [a[0], a[1], a[2], a[3], a[4], a[5]];
+    default: return a.slice();
+  }
+}
+
+const P_TCP = protoOf(6), L4_TCP = l4Of(6);
 const M_NONE = 0, M_TCP = 1, M_UDP = 2, M_SCTP = 3, M_COMMENT = 4, M_MARK = 5, M_ADDRTYPE = 6, M_CONNTRACK = 7, M_STATISTIC = 8, M_RECENT = 9;
 type RecentOp = 'set' | 'rcheck' | 'update' | 'remove';
 
 class FastRuleParser {
-  /** The chain of the rule last returned by rule(). */
-  chain: Chain | null = null;
-  private lastChain: Chain | null = null;
+  /** The chain (ChainTable id) of the rule last returned by rule(). */
+  chainId = -1;
+  /** Its jump/goto target: a ChainTable id, -1 (none) or -2 (a chain not declared so far). */
+  jumpTo = -1;
+  private lastId = -1;
+  private lastKube = false;
   private p = 0;
   private e = 0;
   private ts = 0;
   private te = 0;
   private quoted = false;
   private wasBare = false;
+  private stop = 0; // see ipv4()
   // Next position (>= the line being read) of '"', and of the characters that send a line to the
   // general tokenizer ('\\', "'", '\t'); text.length when there is none. Only ever move forward.
   private nDq = -1;
@@ -484,7 +509,8 @@ class FastRuleParser {
   // -m statistic / -m recent being read (matches[at] holds PLACEHOLDER until flush()).
   private statAt = -1;
   private statRandom = false;
-  private statProb: string | null = null;
+  private statPs = -1; // --probability value at [statPs, statPe)
+  private statPe = -1;
   private statInv = false;
   private recentAt = -1;
   private recentName = 'DEFAULT';
@@ -494,14 +520,22 @@ class FastRuleParser {
   private recentInv = false;
   // Immutable matches that repeat (per import).
   private readonly portCache = new Map<number, Match>();
+  private readonly prefixCache = [new Map<string, Match>(), new Map<string, Match>(), new Map<string, Match>(), new Map<string, Match>()];
+  /** Recent statistic-random matches (kube-proxy repeats 1/n for every service with n endpoints). */
+  private readonly statRecent: Match[] = [];
+  private statNext = 0;
+  /** Shared by the rules without matches (an array of objects, like the others, for the JIT). */
+  private readonly noMatches: Match[] = [PLACEHOLDER].slice(1);
   private readonly ctCache = new Map<string, Match>();
   private readonly ctInvCache = new Map<string, Match>();
+  /** The rule's matches are collected here, then copied to an array of the exact size. */
+  private readonly scratch: Match[] = [];
 
-  constructor(private readonly text: string) {}
+  constructor(private readonly text: string, private readonly refs: ServiceRefs) {}
 
   /** Forgets the cached chain (call when chains may have been deleted or the table changed). */
   reset(): void {
-    this.lastChain = null;
+    this.lastId = -1;
   }
 
   private find(ch: string, from: number): number {
@@ -576,11 +610,14 @@ class FastRuleParser {
     return v >= lo && v <= hi ? v : NaN;
   }
 
-  /** parseIPv4 on [ts, te); -1 when invalid. */
+  /**
+   * parseIPv4 on the digits and dots from ts (up to te): -1 when they are not a dotted quad. The
+   * first other character (or te) is left in `stop`.
+   */
   private ipv4(ts: number, te: number): number {
     const text = this.text;
-    let v = 0, octet = 0, digits = 0, dots = 0, lead0 = false;
-    for (let i = ts; i < te; i++) {
+    let v = 0, octet = 0, digits = 0, dots = 0, lead0 = false, i = ts;
+    for (; i < te; i++) {
       const c = text.charCodeAt(i);
       if (c === 46) {
         if (digits === 0 || dots === 3) return -1;
@@ -588,31 +625,45 @@ class FastRuleParser {
         dots++; octet = 0; digits = 0; lead0 = false;
         continue;
       }
-      if (c < 48 || c > 57) return -1;
+      if (c < 48 || c > 57) break;
       if (digits === 0) lead0 = c === 48;
       else if (lead0) return -1;
       octet = octet * 10 + (c - 48);
       if (++digits > 3 || octet > 255) return -1;
     }
+    this.stop = i;
     if (dots !== 3 || digits === 0) return -1;
     return (v * 256 + octet) >>> 0;
   }
 
-  /** "a.b.c.d" (sets wasBare) or "a.b.c.d/len" at [ts, te), as parseAddr; null for anything else. */
-  private cidr(ts: number, te: number): Cidr | null {
-    const slash = this.indexIn(47, ts, te);
-    if (slash === te) {
-      const a = this.ipv4(ts, te);
-      if (a < 0) return null;
+  /** -s / -d with "a.b.c.d" (sets wasBare) or "a.b.c.d/len" at [ts, te), as parseAddr; null for anything else. */
+  private addrMatch(dst: boolean, inv: boolean, ts: number, te: number): Match | null {
+    const a = this.ipv4(ts, te);
+    if (a < 0) return null;
+    const slash = this.stop;
+    if (slash === te) { // a host
       this.wasBare = true;
-      return { addr: a, len: 32, mask: 0xffffffff };
+      const cidr: Cidr = { addr: a, len: 32, mask: 0xffffffff };
+      return dst ? { kind: 'dst', cidr, inv } : { kind: 'src', cidr, inv };
     }
-    const a = this.ipv4(ts, slash);
-    if (a < 0 || te - slash - 1 < 1 || te - slash - 1 > 2) return null;
+    if (this.text.charCodeAt(slash) !== 47 || te - slash - 1 < 1 || te - slash - 1 > 2) return null;
     const len = this.dec(slash + 1, te, 0, 32);
     if (Number.isNaN(len)) return null;
-    const mask = maskOf(len);
-    return { addr: (a & mask) >>> 0, len, mask };
+    if (len === 32) {
+      const cidr: Cidr = { addr: a, len: 32, mask: 0xffffffff };
+      return dst ? { kind: 'dst', cidr, inv } : { kind: 'src', cidr, inv };
+    }
+    // Prefixes are few and repeat ("! -s <clusterCIDR>" in every KUBE-SVC chain): one object each.
+    const cache = this.prefixCache[(dst ? 2 : 0) + (inv ? 1 : 0)];
+    const key = this.text.slice(ts, te);
+    let m = cache.get(key);
+    if (!m) {
+      const mask = maskOf(len);
+      const cidr: Cidr = { addr: (a & mask) >>> 0, len, mask };
+      m = dst ? { kind: 'dst', cidr, inv } : { kind: 'src', cidr, inv };
+      cache.set(key, m);
+    }
+    return m;
   }
 
   /** parseMark on [ts, te): value[/mask]; null when not of that form. */
@@ -627,7 +678,7 @@ class FastRuleParser {
   }
 
   /** Parses the rule line [s, e) of a table whose chains are `chains`; null: use the general parser. */
-  rule(chains: ReadonlyMap<string, Chain>, s: number, e: number): Rule | null {
+  rule(chains: ChainTable, s: number, e: number): Rule | null {
     const text = this.text;
     // "-A " has been checked. trim(): trailing spaces and CRs go; other trailing whitespace -> general path.
     while (e > s && (text.charCodeAt(e - 1) === 32 || text.charCodeAt(e - 1) === 13)) e--;
@@ -640,16 +691,19 @@ class FastRuleParser {
     this.p = s + 3;
     this.e = e;
     if (!this.val()) return null;
-    let chain = this.lastChain;
-    if (chain === null || !this.is(chain.name)) {
-      chain = chains.get(text.slice(this.ts, this.te)) ?? null;
-      if (chain === null) return null;
-      this.lastChain = chain;
+    let id = this.lastId;
+    if (id < 0 || !this.is(chains.names[id])) {
+      id = chains.get(text.slice(this.ts, this.te));
+      if (id < 0) return null;
+      this.lastId = id;
+      this.lastKube = isKubeChain(chains.names[id]);
     }
+    this.jumpTo = -1;
     this.statAt = -1;
     this.recentAt = -1;
     this.wasBare = false;
-    const matches: Match[] = [];
+    const matches = this.scratch;
+    matches.length = 0;
     let target: Target | null = null;
     let inv = false, module = M_NONE, proto = 0;
     for (;;) {
@@ -668,27 +722,25 @@ class FastRuleParser {
       if (len === 2) {
         if (c1 === 115 || c1 === 100) { // -s -d
           if (!this.val()) return null;
-          const cidr = this.cidr(this.ts, this.te);
-          if (cidr === null) return null;
-          matches.push(c1 === 115 ? { kind: 'src', cidr, inv } : { kind: 'dst', cidr, inv });
+          const m = this.addrMatch(c1 === 100, inv, this.ts, this.te);
+          if (m === null) return null;
+          matches.push(m);
         } else if (c1 === 112) { // -p
           if (!this.val()) return null;
-          const n = this.is('tcp') ? 6 : this.is('udp') ? 17 : this.is('sctp') ? 132 : this.is('icmp') ? 1 : 0;
+          const n = this.protoNum();
           if (n === 0) return null;
           if (inv) { matches.push({ kind: 'proto', proto: n, inv: true }); proto = 0; }
-          else { matches.push(protoOf(n)); proto = n; }
+          else { matches.push(n === 6 ? P_TCP : protoOf(n)); proto = n; }
         } else if (c1 === 109) { // -m
           if (inv || !this.flush(matches) || !this.val()) return null;
-          module = this.is('tcp') ? M_TCP : this.is('comment') ? M_COMMENT : this.is('statistic') ? M_STATISTIC
-            : this.is('mark') ? M_MARK : this.is('conntrack') ? M_CONNTRACK : this.is('addrtype') ? M_ADDRTYPE
-              : this.is('udp') ? M_UDP : this.is('recent') ? M_RECENT : this.is('sctp') ? M_SCTP : M_NONE;
+          module = this.moduleNum();
           switch (module) {
             case M_NONE: return null;
-            case M_TCP: matches.push(l4Of(6)); break;
+            case M_TCP: matches.push(L4_TCP); break;
             case M_UDP: matches.push(l4Of(17)); break;
             case M_SCTP: matches.push(l4Of(132)); break;
             case M_STATISTIC:
-              this.statAt = matches.length; this.statRandom = false; this.statProb = null; this.statInv = false;
+              this.statAt = matches.length; this.statRandom = false; this.statPs = -1; this.statInv = false;
               matches.push(PLACEHOLDER);
               break;
             case M_RECENT:
@@ -711,8 +763,33 @@ class FastRuleParser {
     }
     if (inv || !this.flush(matches)) return null;
     if (this.wasBare) sawBareHost = true;
-    this.chain = chain;
-    return { matches, target, svc: -1 };
+    this.chainId = id;
+    const svc = this.lastKube ? this.refs.code(matches) : -1;
+    return { matches: matches.length === 0 ? this.noMatches : exact(matches), target, svc };
+  }
+
+  /** The current token as -p's value: 6, 17, 132, 1 for tcp, udp, sctp, icmp; 0 for anything else. */
+  private protoNum(): number {
+    const text = this.text, ts = this.ts;
+    switch (this.te - ts) {
+      case 3: return text.startsWith('tcp', ts) ? 6 : text.startsWith('udp', ts) ? 17 : 0;
+      case 4: return text.startsWith('sctp', ts) ? 132 : text.startsWith('icmp', ts) ? 1 : 0;
+    }
+    return 0;
+  }
+
+  /** The current token as -m's value: M_TCP … M_RECENT, M_NONE for the general path. */
+  private moduleNum(): number {
+    const text = this.text, ts = this.ts;
+    switch (this.te - ts) {
+      case 3: return text.startsWith('tcp', ts) ? M_TCP : text.startsWith('udp', ts) ? M_UDP : M_NONE;
+      case 4: return text.startsWith('mark', ts) ? M_MARK : text.startsWith('sctp', ts) ? M_SCTP : M_NONE;
+      case 6: return text.startsWith('recent', ts) ? M_RECENT : M_NONE;
+      case 7: return text.startsWith('comment', ts) ? M_COMMENT : M_NONE;
+      case 8: return text.startsWith('addrtype', ts) ? M_ADDRTYPE : M_NONE;
+      case 9: return text.startsWith('statistic', ts) ? M_STATISTIC : text.startsWith('conntrack', ts) ? M_CONNTRACK : M_NONE;
+    }
+    return M_NONE;
   }
 
   /** A "--option [value]" of the current module (the option is the current token). */
@@ -776,7 +853,8 @@ class FastRuleParser {
       case 112: // p
         if (this.is('--probability')) {
           if (module !== M_STATISTIC || !this.val()) return false;
-          this.statProb = text.slice(this.ts, this.te);
+          this.statPs = this.ts;
+          this.statPe = this.te;
           this.statInv = this.statInv || inv;
           return true;
         }
@@ -839,14 +917,29 @@ class FastRuleParser {
     return true;
   }
 
+  /** The statistic-random match for the probability text at [ps, pe); null when out of range. */
+  private statistic(ps: number, pe: number, inv: boolean): Match | null {
+    const recent = this.statRecent;
+    for (let k = 0; k < recent.length; k++) {
+      const m = recent[k];
+      if (m.kind === 'statistic' && m.mode === 'random' && m.inv === inv && m.text.length === pe - ps && this.text.startsWith(m.text, ps)) return m;
+    }
+    const text = this.text.slice(ps, pe);
+    const p = Number(text);
+    if (!(p >= 0 && p <= 1)) return null;
+    const m: Match = { kind: 'statistic', mode: 'random', probability: probabilityToU32(p), text, inv };
+    if (recent.length < 16) recent.push(m);
+    else recent[this.statNext++ & 15] = m;
+    return m;
+  }
+
   /** RuleParser.flush(): completes a pending -m statistic / -m recent; false when it would fail. */
   private flush(matches: Match[]): boolean {
     if (this.statAt >= 0) {
-      const prob = this.statProb;
-      if (!this.statRandom || prob === null) return false;
-      const p = Number(prob);
-      if (!(p >= 0 && p <= 1)) return false;
-      matches[this.statAt] = { kind: 'statistic', mode: 'random', probability: probabilityToU32(p), text: prob, inv: this.statInv };
+      if (!this.statRandom || this.statPs < 0) return false;
+      const m = this.statistic(this.statPs, this.statPe, this.statInv);
+      if (m === null) return false;
+      matches[this.statAt] = m;
       this.statAt = -1;
     }
     if (this.recentAt >= 0) {
@@ -859,24 +952,38 @@ class FastRuleParser {
   }
 
   /** The target (the current token is -j / -g) and its options up to the end of the line. */
-  private target(isGoto: boolean, chains: ReadonlyMap<string, Chain>): Target | null {
+  private target(isGoto: boolean, chains: ChainTable): Target | null {
     if (!this.val()) return null;
     const text = this.text;
     const t = text.slice(this.ts, this.te);
     const more = this.tok();
     if (more < 0 || (more === 1 && this.quoted)) return null;
-    if (isGoto) return more === 0 ? { kind: 'goto', chain: t } : null;
+    if (isGoto) {
+      if (more !== 0) return null;
+      const id = chains.get(t);
+      this.jumpTo = id >= 0 ? id : -2;
+      return { kind: 'goto', chain: t };
+    }
     if (more === 0) {
+      // A declared chain: its shared jump target (targets are targets even if a chain has the name).
+      const id = chains.get(t);
+      if (id >= 0 && !SIMPLE_TARGETS.has(t) && !KNOWN_TARGET_EXTENSIONS.has(t)) {
+        this.jumpTo = id;
+        return chains.jumpOf(id);
+      }
       let j = jumpCache.get(t);
-      if (j) return j;
+      if (j) {
+        this.jumpTo = -2;
+        return j;
+      }
       switch (t) {
         case 'RETURN': case 'ACCEPT': case 'DROP': return { kind: t };
         case 'MASQUERADE': return { kind: 'MASQUERADE', randomFully: false, random: false };
         case 'REJECT': return { kind: 'REJECT', rejectWith: null };
       }
       if (SIMPLE_TARGETS.has(t) || KNOWN_TARGET_EXTENSIONS.has(t)) return null;
-      // Jump targets carry the chain's own name string: later lookups by name compare by identity.
-      jumpCache.set(t, (j = { kind: 'jump', chain: chains.get(t)?.name ?? t }));
+      jumpCache.set(t, (j = { kind: 'jump', chain: t }));
+      this.jumpTo = -2;
       return j;
     }
     // "--random-fully", or one option and its value; then the end of the line.
@@ -890,9 +997,9 @@ class FastRuleParser {
     if (this.tok() !== 0) return null;
     switch (op) {
       case 1: { // DNAT --to-destination a.b.c.d[:port]
-        const ipEnd = this.indexIn(58, vts, vte);
-        const addr = this.ipv4(vts, ipEnd);
-        if (addr < 0) return null;
+        const addr = this.ipv4(vts, vte);
+        const ipEnd = this.stop;
+        if (addr < 0 || (ipEnd < vte && text.charCodeAt(ipEnd) !== 58)) return null;
         let port = 0;
         if (ipEnd < vte) {
           port = this.dec(ipEnd + 1, vte, 1, 65535);
@@ -913,89 +1020,219 @@ class FastRuleParser {
   }
 }
 
-/** Parses an iptables-save dump (or kube-proxy restore input) into the rule IR. */
-export function importIptablesSave(text: string, options: ImportOptions | string = {}): ImportResult {
-  const opts: ImportOptions = typeof options === 'string' ? { file: options } : options;
-  const file = opts.file ? `${opts.file}: ` : '';
-  sawBareHost = false;
-  commentCache = new Map();
-  jumpCache = new Map();
-  const tables: Table[] = [];
-  let cur: { t: Table; chains: Map<string, Chain>; deleted: Set<string> } | null = null;
-  const unsupportedForeign: string[] = [];
-  const ruleLines = new Map<Chain, number[]>(); // line of each rule, parallel to chain.rules
-  const seenTables = new Set<string>();
-  const ruleParser = new RuleParser();
-  const fast = opts.fastPath === false ? null : new FastRuleParser(text);
-  let linesOf: Chain | null = null; // ruleLines of the last chain a fast-path rule went to
-  let linesArr: number[] = [];
-  const ctx: LineCtx = { lineNo: 0, fail(msg: string): never { throw new ImportError(`${file}line ${this.lineNo}: ${msg}`, this.lineNo); } };
-  const declare = (t: { t: Table; chains: Map<string, Chain> }, name: string, builtin: boolean, policy: string): void => {
-    let c = t.chains.get(name);
-    if (c) { c.rules.length = 0; ruleLines.set(c, []); return; } // a chain line flushes the chain (kube-proxy's restore input)
-    c = { name, builtin, policy: builtin ? (policy as 'ACCEPT' | 'DROP') : null, rules: [] };
-    ruleLines.set(c, []);
-    t.chains.set(name, c);
-    t.t.chains.push(c);
-  };
-  // Lines as text.split('\n') numbers them, read in place.
-  const len = text.length;
-  let lineNo = 0;
-  for (let s = 0, e = 0; s <= len; s = e + 1) {
-    e = text.indexOf('\n', s);
-    if (e < 0) e = len;
-    lineNo++;
-    if (fast !== null && cur !== null) {
-      const c0 = text.charCodeAt(s);
-      if (c0 === 45 && text.charCodeAt(s + 1) === 65 && text.charCodeAt(s + 2) === 32) { // "-A "
-        const rule = fast.rule(cur.chains, s, e);
-        if (rule !== null) {
-          const chain = fast.chain!;
-          chain.rules.push(rule);
-          if (linesOf !== chain) { linesOf = chain; linesArr = ruleLines.get(chain)!; }
-          linesArr.push(lineNo);
-          continue;
-        }
-      } else if (c0 === 58) { // ":NAME - [0:0]", a user chain
-        const sp = text.indexOf(' ', s);
-        if (sp > s + 1 && sp + 1 < e && text.charCodeAt(sp + 1) === 45 && (sp + 2 === e || text.charCodeAt(sp + 2) === 32)) {
-          let plain = true;
-          for (let k = s + 1; k < sp && plain; k++) { const ch = text.charCodeAt(k); plain = ch > 32 && ch < 127; }
-          const name = plain ? text.slice(s + 1, sp) : '';
-          if (plain && !BUILTINS[cur.t.name].includes(name)) {
-            declare(cur, name, false, '-');
-            linesOf = null;
+/**
+ * The chains of one table by name. Entry ids are stable; parallel arrays hold each entry's name,
+ * chain (null once deleted by -X), shared jump target, and the line of each of the chain's rules
+ * (lineFirst + k while they come from consecutive lines, else lineList) for error messages.
+ */
+class ChainTable {
+  readonly names: string[] = [];
+  readonly chains: (Chain | null)[] = [];
+  private readonly index = new Map<string, number>(); // live entries
+  private readonly jumps: (Target | null)[] = [];
+  private readonly lineFirst: number[] = [];
+  private readonly lineCount: number[] = [];
+  private readonly lineList: (number[] | null)[] = [];
+  /**
+   * The jump/goto rules, as the fast path resolved them (chain id, rule, target id, in line order);
+   * exactJumps false: not all of them (general-path rules, a chain flushed or deleted), tableJumps()
+   * finds them instead.
+   */
+  readonly jFrom: number[] = [];
+  readonly jRule: Rule[] = [];
+  readonly jTo: number[] = [];
+  exactJumps = true;
+
+  /** The live entry named `name`, or -1. */
+  get(name: string): number {
+    return this.index.get(name) ?? -1;
+  }
+
+  /** Adds a chain whose name is not live. */
+  add(chain: Chain): number {
+    const id = this.names.length;
+    this.names.push(chain.name);
+    this.chains.push(chain);
+    this.jumps.push(null);
+    this.lineFirst.push(0);
+    this.lineCount.push(0);
+    this.lineList.push(null);
+    this.index.set(chain.name, id);
+    return id;
+  }
+
+  delete(id: number): void {
+    this.chains[id] = null;
+    this.index.delete(this.names[id]);
+    this.exactJumps = false;
+  }
+
+  /** The jump target to entry `id` (one object per chain; the IR never mutates a Target). */
+  jumpOf(id: number): Target {
+    let j = this.jumps[id];
+    if (j === null) this.jumps[id] = j = { kind: 'jump', chain: this.names[id] };
+    return j;
+  }
+
+  pushLine(id: number, line: number): void {
+    const list = this.lineList[id];
+    if (list !== null) { list.push(line); return; }
+    const n = this.lineCount[id], first = this.lineFirst[id];
+    if (n === 0) { this.lineFirst[id] = line; this.lineCount[id] = 1; }
+    else if (line === first + n) this.lineCount[id] = n + 1;
+    else {
+      const l: number[] = [];
+      for (let k = 0; k < n; k++) l.push(first + k);
+      l.push(line);
+      this.lineList[id] = l;
+    }
+  }
+
+  /** Line of the k-th rule of entry `id`. */
+  lineAt(id: number, k: number): number | undefined {
+    const list = this.lineList[id];
+    return list !== null ? list[k] : k < this.lineCount[id] ? this.lineFirst[id] + k : undefined;
+  }
+
+  setLines(id: number, lines: number[]): void {
+    this.lineList[id] = lines;
+    this.lineCount[id] = 0;
+  }
+}
+
+interface TableState { t: Table; chains: ChainTable; deleted: Set<string> }
+
+/** ":NAME - …" with a printable name (what the general path's split(/\s+/) would read the same way). */
+const USER_CHAIN_RE = /:[!-~]+ -(?=[ \n]|$)/y;
+
+/**
+ * One import. The line loop (run) stays small — fast-path rule and chain lines inline, everything
+ * else in generalLine() — so that the JIT's on-stack replacement of the loop compiles little.
+ */
+class Importer {
+  readonly tables: Table[] = [];
+  readonly tableChains: ChainTable[] = []; // parallel to tables
+  readonly unsupportedForeign: string[] = [];
+  private cur: TableState | null = null;
+  private readonly seenTables = new Set<string>();
+  private readonly ruleParser = new RuleParser();
+  private readonly fast: FastRuleParser | null;
+  private readonly ctx: LineCtx;
+  readonly refs = new ServiceRefs();
+  // Fast-path rules of consecutive lines for one chain are collected here and then added at once
+  // (as the chain's rules array, of exactly that size, when it was empty); flushed before any other line.
+  private pendChain: Chain | null = null;
+  private readonly pend: Rule[] = [];
+
+  constructor(private readonly text: string, private readonly opts: ImportOptions, readonly file: string) {
+    this.fast = opts.fastPath === false ? null : new FastRuleParser(text, this.refs);
+    this.ctx = { lineNo: 0, fail(msg: string): never { throw new ImportError(`${file}line ${this.lineNo}: ${msg}`, this.lineNo); } };
+  }
+
+  /** Reads every line (numbered as text.split('\n') would), in place; returns the number of lines. */
+  run(): number {
+    const text = this.text, fast = this.fast, len = text.length;
+    let lineNo = 0;
+    for (let s = 0, e = 0; s <= len; s = e + 1) {
+      e = text.indexOf('\n', s);
+      if (e < 0) e = len;
+      lineNo++;
+      const cur = this.cur;
+      if (fast !== null && cur !== null) {
+        const c0 = text.charCodeAt(s);
+        if (c0 === 45 && text.charCodeAt(s + 1) === 65 && text.charCodeAt(s + 2) === 32) { // "-A "
+          const rule = fast.rule(cur.chains, s, e);
+          if (rule !== null) {
+            const id = fast.chainId;
+            const chain = cur.chains.chains[id]!;
+            if (chain !== this.pendChain) {
+              this.flushPending();
+              this.pendChain = chain;
+            }
+            this.pend.push(rule);
+            const ct = cur.chains;
+            ct.pushLine(id, lineNo);
+            const to = fast.jumpTo;
+            if (to >= 0) {
+              ct.jFrom.push(id);
+              ct.jRule.push(rule);
+              ct.jTo.push(to);
+            } else if (to === -2) ct.exactJumps = false;
             continue;
           }
-        }
+        } else if (c0 === 58 && this.userChainLine(cur, s)) continue;
       }
+      this.generalLine(s, e, lineNo);
     }
-    // The general path.
-    linesOf = null;
-    fast?.reset();
+    this.flushPending();
+    if (this.cur) throw new ImportError(`${this.file}line ${lineNo}: missing COMMIT for *${this.cur.t.name}`, lineNo);
+    return lineNo;
+  }
+
+  private flushPending(): void {
+    const c = this.pendChain;
+    if (c === null) return;
+    if (c.rules.length === 0) (c as { rules: Rule[] }).rules = exact(this.pend);
+    else for (const r of this.pend) c.rules.push(r);
+    this.pend.length = 0;
+    this.pendChain = null;
+  }
+
+  /** Fast path for ":NAME - [0:0]" (a user chain); false: the general path decides. */
+  private userChainLine(cur: TableState, s: number): boolean {
+    USER_CHAIN_RE.lastIndex = s;
+    if (!USER_CHAIN_RE.test(this.text)) return false;
+    const name = this.text.slice(s + 1, USER_CHAIN_RE.lastIndex - 2);
+    if (BUILTINS[cur.t.name].includes(name)) return false;
+    this.flushPending();
+    this.declare(cur, name, false, '-');
+    return true;
+  }
+
+  private declare(t: TableState, name: string, builtin: boolean, policy: string): void {
+    const id = t.chains.get(name);
+    if (id >= 0) { // a chain line flushes the chain (kube-proxy's restore input)
+      const c = t.chains.chains[id]!;
+      if (c.rules.length) t.chains.exactJumps = false;
+      c.rules.length = 0;
+      t.chains.setLines(id, []);
+      return;
+    }
+    const c: Chain = { name, builtin, policy: builtin ? (policy as 'ACCEPT' | 'DROP') : null, rules: [] };
+    t.chains.add(c);
+    t.t.chains.push(c);
+  }
+
+  /** Any line the fast path did not take, through the general tokenizer and parser. */
+  private generalLine(s: number, e: number, lineNo: number): void {
+    this.flushPending();
+    this.fast?.reset();
+    const ctx: LineCtx = this.ctx;
     ctx.lineNo = lineNo;
-    let line = text.slice(s, e).trim();
-    if (line === '' || line.startsWith('#')) continue;
+    let line = this.text.slice(s, e).trim();
+    if (line === '' || line.startsWith('#')) return;
     if (line.startsWith('[')) {
       const close = line.indexOf(']');
       if (close < 0) ctx.fail('bad counters');
       line = line.slice(close + 1).trim();
     }
+    const cur = this.cur;
     if (line.startsWith('*')) {
       if (cur) ctx.fail(`*${line.slice(1)} before COMMIT of *${cur.t.name}`);
       const name = line.slice(1) as TableName;
       if (!TABLES.includes(name)) ctx.fail(`unsupported table "*${name}"`);
-      if (seenTables.has(name)) ctx.fail(`table ${name} appears twice`);
-      seenTables.add(name);
+      if (this.seenTables.has(name)) ctx.fail(`table ${name} appears twice`);
+      this.seenTables.add(name);
       const t: Table = { name, chains: [] };
-      tables.push(t);
-      cur = { t, chains: new Map(), deleted: new Set() };
-      continue;
+      this.tables.push(t);
+      this.cur = { t, chains: new ChainTable(), deleted: new Set() };
+      this.tableChains.push(this.cur.chains);
+      return;
     }
     if (line === 'COMMIT') {
       if (!cur) ctx.fail('COMMIT outside a table');
-      cur = null;
-      continue;
+      this.cur = null;
+      return;
     }
     if (!cur) ctx.fail('rule or chain outside a table (missing *filter / *nat)');
     if (line.startsWith(':')) {
@@ -1005,78 +1242,138 @@ export function importIptablesSave(text: string, options: ImportOptions | string
       const builtin = BUILTINS[cur.t.name].includes(name);
       if (builtin && policy !== 'ACCEPT' && policy !== 'DROP') ctx.fail(`builtin chain ${name} needs policy ACCEPT or DROP`);
       if (!builtin && policy !== '-') ctx.fail(`user chain ${name} cannot have a policy`);
-      declare(cur, name, builtin, policy);
-      continue;
+      this.declare(cur, name, builtin, policy);
+      return;
     }
     const toks = tokenize(line, lineNo);
     const cmd = toks[0];
     if (cmd === '-X' || cmd === '--delete-chain') {
       const name = toks[1];
-      if (!name || !cur.chains.has(name)) ctx.fail(`-X ${name ?? ''}: no such chain`);
+      const id = name ? cur.chains.get(name) : -1;
+      if (id < 0) ctx.fail(`-X ${name ?? ''}: no such chain`);
       cur.deleted.add(name!);
-      const c = cur.chains.get(name!)!;
+      const c = cur.chains.chains[id]!;
       cur.t.chains.splice(cur.t.chains.indexOf(c), 1);
-      cur.chains.delete(name!);
-      continue;
+      cur.chains.delete(id);
+      return;
     }
     if (cmd !== '-A' && cmd !== '--append') ctx.fail(`unsupported command "${cmd}" (only -A, -X and chain lines)`);
     const chainName = toks[1];
-    const chain = chainName ? cur.chains.get(chainName) : undefined;
+    const chainId = chainName ? cur.chains.get(chainName) : -1;
+    const chain = chainId >= 0 ? cur.chains.chains[chainId]! : undefined;
     if (!chain) ctx.fail(`-A ${chainName ?? ''}: chain not declared with ":${chainName ?? ''}" in *${cur.t.name}`);
     let parsed: { matches: Match[]; target: Target | null };
     try {
-      parsed = ruleParser.parse(ctx, toks, 2);
+      parsed = this.ruleParser.parse(ctx, toks, 2);
     } catch (e) {
-      if (opts.kubeChainsOnly && e instanceof ImportError && !isKubeChain(chain.name)) {
-        unsupportedForeign.push(`line ${lineNo} (${chain.name}): ${(e as Error).message.replace(/^.*?line \d+: /, '')}`);
-        continue;
+      if (this.opts.kubeChainsOnly && e instanceof ImportError && !isKubeChain(chain.name)) {
+        this.unsupportedForeign.push(`line ${lineNo} (${chain.name}): ${(e as Error).message.replace(/^.*?line \d+: /, '')}`);
+        return;
       }
       throw e;
     }
-    const rule: Rule = { matches: parsed.matches, target: parsed.target, svc: -1 };
+    const rule: Rule = { matches: parsed.matches, target: parsed.target, svc: isKubeChain(chain.name) ? this.refs.code(parsed.matches) : -1 };
     chain.rules.push(rule);
-    ruleLines.get(chain)!.push(lineNo);
+    cur.chains.pushLine(chainId, lineNo);
+    if (rule.target && (rule.target.kind === 'jump' || rule.target.kind === 'goto')) cur.chains.exactJumps = false;
   }
-  if (cur) throw new ImportError(`${file}line ${lineNo}: missing COMMIT for *${cur.t.name}`, lineNo);
 
-  const skipped: string[] = [];
-  if (opts.kubeChainsOnly) {
-    for (const t of tables) {
+  /** kubeChainsOnly: drops foreign chains and the builtin rules not jumping to a KUBE- chain. */
+  dropForeign(): string[] {
+    const skipped: string[] = [];
+    for (let ti = 0; ti < this.tables.length; ti++) {
+      const t = this.tables[ti], ct = this.tableChains[ti];
       const foreign = new Set(t.chains.filter((c) => !c.builtin && !isKubeChain(c.name)).map((c) => c.name));
       for (const name of foreign) skipped.push(`${t.name}: chain ${name}`);
       t.chains.splice(0, t.chains.length, ...t.chains.filter((c) => c.builtin || isKubeChain(c.name)));
+      for (const name of foreign) ct.delete(ct.get(name));
       for (const c of t.chains) {
         if (!c.builtin) continue;
-        const lns = ruleLines.get(c) ?? [];
+        const id = ct.get(c.name);
         const keepIdx = c.rules.map((r, k) => (r.target?.kind === 'jump' && isKubeChain(r.target.chain) ? k : -1)).filter((k) => k >= 0);
         const dropped = c.rules.length - keepIdx.length;
         if (dropped) skipped.push(`${t.name}: ${dropped} rule(s) of ${c.name} not jumping to a KUBE- chain`);
-        ruleLines.set(c, keepIdx.map((k) => lns[k]));
+        ct.setLines(id, keepIdx.map((k) => ct.lineAt(id, k) as number));
         c.rules.splice(0, c.rules.length, ...keepIdx.map((k) => c.rules[k]));
       }
     }
-    for (const u of unsupportedForeign) skipped.push(`unsupported rule dropped: ${u}`);
+    for (const u of this.unsupportedForeign) skipped.push(`unsupported rule dropped: ${u}`);
+    return skipped;
   }
+}
 
-  // Jump targets must exist; extension targets we do not model are refused here.
-  for (const t of tables) {
-    const names = new Set(t.chains.map((c) => c.name));
-    for (const c of t.chains) for (let k = 0; k < c.rules.length; k++) {
-      const tg = c.rules[k].target;
+/**
+ * Jump targets must exist; extension targets we do not model are refused here. Returns the
+ * table's jumps (chain position, rule index, target position) for attachServices.
+ */
+function tableJumps(t: Table, ct: ChainTable, file: string, exact: boolean): TableJumps {
+  if (exact && ct.exactJumps) {
+    // Every jump was resolved to a declared chain and no chain was deleted, so a chain's position
+    // in t.chains is its id: order the jumps by chain (counting sort; line order within a chain).
+    const C = t.chains.length, n = ct.jFrom.length, jFrom = ct.jFrom;
+    const next = new Int32Array(C + 1);
+    for (let j = 0; j < n; j++) next[jFrom[j] + 1]++;
+    for (let k = 0; k < C; k++) next[k + 1] += next[k];
+    const tj: TableJumps = { n, from: new Int32Array(n), rules: new Array<Rule>(n), to: new Int32Array(n) };
+    for (let j = 0; j < n; j++) {
+      const k = jFrom[j], q = next[k]++;
+      tj.from[q] = k;
+      tj.rules[q] = ct.jRule[j];
+      tj.to[q] = ct.jTo[j];
+    }
+    return tj;
+  }
+  const pos = new Int32Array(ct.names.length);
+  let R = 0;
+  for (let k = 0; k < t.chains.length; k++) {
+    pos[ct.get(t.chains[k].name)] = k;
+    R += t.chains[k].rules.length;
+  }
+  const tj: TableJumps = { n: 0, from: new Int32Array(R), rules: new Array<Rule>(R), to: new Int32Array(R) };
+  for (let k = 0; k < t.chains.length; k++) {
+    const c = t.chains[k];
+    for (let j = 0; j < c.rules.length; j++) {
+      const tg = c.rules[j].target;
       if (!tg || (tg.kind !== 'jump' && tg.kind !== 'goto')) continue;
-      if (names.has(tg.chain)) continue;
-      const ln = ruleLines.get(c)?.[k] ?? 0;
+      const id = ct.get(tg.chain);
+      if (id >= 0) {
+        tj.from[tj.n] = k;
+        tj.rules[tj.n] = c.rules[j];
+        tj.to[tj.n++] = pos[id];
+        continue;
+      }
+      const ln = ct.lineAt(ct.get(c.name), j) ?? 0;
       if (KNOWN_TARGET_EXTENSIONS.has(tg.chain)) throw new ImportError(`${file}line ${ln}: unsupported target "-j ${tg.chain}"`, ln);
       throw new ImportError(`${file}line ${ln}: -${tg.kind === 'jump' ? 'j' : 'g'} ${tg.chain}: no such chain in *${t.name}`, ln);
     }
   }
+  return tj;
+}
 
-  const { services, mark } = attachServices(tables);
+/** Parses an iptables-save dump (or kube-proxy restore input) into the rule IR. */
+export function importIptablesSave(text: string, options: ImportOptions | string = {}): ImportResult {
+  const opts: ImportOptions = typeof options === 'string' ? { file: options } : options;
+  const file = opts.file ? `${opts.file}: ` : '';
+  sawBareHost = false;
   commentCache = new Map();
   jumpCache = new Map();
-  const rules: RuleSet = { tables, services, meta: { proxyVersion: 'imported', nodeName: '', masqueradeMark: mark, bareHostAddresses: sawBareHost } };
-  return { ...rules, rules, skipped };
+  try {
+    const imp = new Importer(text, opts, file);
+    imp.run();
+    const skipped = opts.kubeChainsOnly ? imp.dropForeign() : [];
+    const tables = imp.tables;
+    const jumps = tables.map((t, ti) => tableJumps(t, imp.tableChains[ti], file, !opts.kubeChainsOnly));
+    const { services, mark } = attachServices(tables, jumps, imp.refs);
+    const rules: RuleSet = { tables, services, meta: { proxyVersion: 'imported', nodeName: '', masqueradeMark: mark, bareHostAddresses: sawBareHost } };
+    return { ...rules, rules, skipped };
+  } finally {
+    commentCache = new Map();
+    jumpCache = new Map();
+  }
 }
+
+/** A table's n jump/goto rules in table order: position of their chain, the rule, position of the target chain. */
+interface TableJumps { n: number; from: Int32Array; rules: Rule[]; to: Int32Array }
 
 // kube-proxy's comments around a ServicePortName (proxier.go): "<svc>", "<svc> cluster IP",
 // "<svc> -> <ep>", "<svc> has no endpoints", …, and a few with a prefix ("masquerade traffic for <svc>
@@ -1097,90 +1394,122 @@ export function serviceNameOfComment(text: string): string | null {
   return SVC_NAME_RE.test(word) ? word : null;
 }
 
+/**
+ * The service ports named by kube-proxy's comments. While a dump is read, a rule of a KUBE- chain
+ * gets a code in its svc field: -1 (no service) or -2 - (rec * 4 + p), rec the service name's
+ * record and p its protocol (0 none or another, 1 tcp, 2 udp, 3 sctp), from its first comment and
+ * its first -p / -m tcp|udp|sctp. number() then numbers the service ports in table order.
+ */
+class ServiceRefs {
+  readonly services: ServiceRef[] = [];
+  /** Per service name: the first service port of that name, and the one per protocol. */
+  private readonly recs: { name: string; any: number; tcp: number; udp: number; sctp: number }[] = [];
+  private readonly recOfName = new Map<string, number>();
+  private readonly recOfText = new Map<string, number>(); // comment -> rec, -1 for none
+  private lastText = '';
+  private lastRec = -1;
+
+  code(matches: readonly Match[]): number {
+    let text: string | null = null;
+    let p = -1;
+    for (let k = 0; k < matches.length; k++) {
+      const m = matches[k];
+      if (m.kind === 'comment') { if (text === null) text = m.text; }
+      else if ((m.kind === 'proto' || m.kind === 'l4') && p < 0) p = m.proto === 6 ? 1 : m.proto === 17 ? 2 : m.proto === 132 ? 3 : 0;
+    }
+    if (text === null) return -1;
+    let rec = this.lastRec;
+    if (text !== this.lastText) {
+      const known = this.recOfText.get(text);
+      if (known !== undefined) rec = known;
+      else {
+        const name = serviceNameOfComment(text);
+        rec = name === null ? -1 : this.recOf(name);
+        this.recOfText.set(text, rec);
+      }
+      this.lastText = text;
+      this.lastRec = rec;
+    }
+    return rec < 0 ? -1 : -2 - (rec * 4 + (p < 0 ? 0 : p));
+  }
+
+  private recOf(name: string): number {
+    let r = this.recOfName.get(name);
+    if (r === undefined) {
+      r = this.recs.length;
+      this.recs.push({ name, any: -1, tcp: -1, udp: -1, sctp: -1 });
+      this.recOfName.set(name, r);
+    }
+    return r;
+  }
+
+  /** The index in services of a code (a new service port the first time). */
+  number(code: number): number {
+    const c = -2 - code, p = c & 3, rec = this.recs[c >> 2];
+    // Rules without a protocol (SVC jumps, hairpin) belong to the service port of that name seen first.
+    let idx = p === 1 ? rec.tcp : p === 2 ? rec.udp : p === 3 ? rec.sctp : rec.any;
+    if (idx < 0) {
+      idx = this.services.length;
+      this.services.push({ name: rec.name, protocol: p === 1 ? 'tcp' : p === 2 ? 'udp' : p === 3 ? 'sctp' : '', key: '' });
+      if (p === 1) rec.tcp = idx;
+      else if (p === 2) rec.udp = idx;
+      else if (p === 3) rec.sctp = idx;
+      if (rec.any < 0) rec.any = idx;
+    }
+    return idx;
+  }
+}
+
 /** Service refs from kube-proxy's comments (rules without comments get -1), and the masquerade mark. */
-function attachServices(tables: Table[]): { services: ServiceRef[]; mark: number } {
-  const services: ServiceRef[] = [];
-  // Per service name: the first service port of that name, and the one per protocol.
-  interface ByName { any: number; tcp: number; udp: number; sctp: number }
-  const byName = new Map<string, ByName>();
-  const nameOf = new Map<string, string | null>();
+function attachServices(tables: Table[], jumps: readonly TableJumps[], refs: ServiceRefs): { services: ServiceRef[]; mark: number } {
   let mark = 0x4000;
   for (const t of tables) for (const c of t.chains) {
-    if (!c.name.startsWith('KUBE-')) continue;
-    const masqChain = c.name === 'KUBE-MARK-MASQ';
-    for (const r of c.rules) {
-      if (masqChain && r.target?.kind === 'MARK') mark = r.target.value;
-      let text: string | null = null;
-      let proto = 0;
-      for (const m of r.matches) {
-        if (m.kind === 'comment') { if (text === null) text = m.text; }
-        else if ((m.kind === 'proto' || m.kind === 'l4') && proto === 0) proto = m.proto === 6 || m.proto === 17 || m.proto === 132 ? m.proto : -1;
-      }
-      if (text === null) continue;
-      let name = nameOf.get(text);
-      if (name === undefined) {
-        name = serviceNameOfComment(text);
-        nameOf.set(text, name);
-      }
-      if (name === null) continue;
-      let rec = byName.get(name);
-      if (!rec) byName.set(name, (rec = { any: -1, tcp: -1, udp: -1, sctp: -1 }));
-      // Rules without a protocol (SVC jumps, hairpin) belong to the service port of that name seen first.
-      let idx = proto === 6 ? rec.tcp : proto === 17 ? rec.udp : proto === 132 ? rec.sctp : rec.any;
-      if (idx < 0) {
-        idx = services.length;
-        services.push({ name, protocol: proto === 6 ? 'tcp' : proto === 17 ? 'udp' : proto === 132 ? 'sctp' : '', key: '' });
-        if (proto === 6) rec.tcp = idx;
-        else if (proto === 17) rec.udp = idx;
-        else if (proto === 132) rec.sctp = idx;
-        if (rec.any < 0) rec.any = idx;
-      }
-      (r as { svc: number }).svc = idx; // rules are fresh objects of this import
+    if (c.name === 'KUBE-MARK-MASQ') for (const r of c.rules) if (r.target?.kind === 'MARK') mark = r.target.value;
+    const rules = c.rules;
+    for (let k = 0; k < rules.length; k++) {
+      const r = rules[k];
+      if (r.svc < -1) (r as { svc: number }).svc = refs.number(r.svc); // rules are fresh objects of this import
     }
   }
-  // Rules without comments (kube-proxy's large-cluster mode drops per-endpoint comments): a
-  // service chain's rules belong to the service of its commented rules, and a KUBE-SEP/SVC/…
-  // chain to the service of the rule that jumps to it.
-  const perServiceRe = /^KUBE-(SVC|SVL|EXT|FW|SEP|XLB)-/;
-  for (const t of tables) {
-    const chains = t.chains;
-    const C = chains.length;
-    const index = new Map<string, number>();
-    const perService = new Uint8Array(C);
+  for (let ti = 0; ti < tables.length; ti++) inheritServices(tables[ti].chains, jumps[ti]);
+  return { services: refs.services, mark };
+}
+
+const PER_SERVICE_RE = /^KUBE-(SVC|SVL|EXT|FW|SEP|XLB)-/;
+
+/**
+ * Rules without comments (kube-proxy's large-cluster mode drops per-endpoint comments): a
+ * service chain's rules belong to the service of its commented rules, and a KUBE-SEP/SVC/…
+ * chain to the service of the rule that jumps to it.
+ */
+function inheritServices(chains: readonly Chain[], jumps: TableJumps): void {
+  const { n, from, rules, to } = jumps;
+  const C = chains.length;
+  const perService = new Uint8Array(C);
+  for (let k = 0; k < C; k++) if (PER_SERVICE_RE.test(chains[k].name)) perService[k] = 1;
+  const chainSvc = new Int32Array(C).fill(-1);
+  // Three passes (a pass that changes nothing leaves the next one nothing to change either).
+  for (let pass = 0, changed = true; pass < 3 && changed; pass++) {
+    changed = false;
+    let j = 0;
     for (let k = 0; k < C; k++) {
-      index.set(chains[k].name, k);
-      if (perServiceRe.test(chains[k].name)) perService[k] = 1;
-    }
-    const chainSvc = new Int32Array(C).fill(-1);
-    // Jump/goto rules of the table: [chain, rule's service or -1, target chain (per-service chains only)].
-    const jumps: number[] = [];
-    for (let k = 0; k < C; k++) for (const r of chains[k].rules) {
-      const tg = r.target;
-      if (!tg || (tg.kind !== 'jump' && tg.kind !== 'goto')) continue;
-      const to = index.get(tg.chain);
-      if (to !== undefined && perService[to]) jumps.push(k, r.svc, to);
-    }
-    for (let pass = 0; pass < 3; pass++) {
-      let j = 0;
-      for (let k = 0; k < C; k++) {
-        const isPer = perService[k] === 1;
-        let own = chainSvc[k];
-        if (own < 0 && isPer) {
-          for (const r of chains[k].rules) if (r.svc >= 0) { own = r.svc; break; }
-          if (own >= 0) chainSvc[k] = own;
-        }
-        for (; j < jumps.length && jumps[j] === k; j += 3) {
-          const s = jumps[j + 1] >= 0 ? jumps[j + 1] : isPer ? own : -1;
-          const to = jumps[j + 2];
-          if (s >= 0 && chainSvc[to] < 0) chainSvc[to] = s;
-        }
+      const isPer = perService[k] === 1;
+      let own = chainSvc[k];
+      if (own < 0 && isPer) {
+        for (const r of chains[k].rules) if (r.svc >= 0) { own = r.svc; break; }
+        if (own >= 0) { chainSvc[k] = own; changed = true; }
+      }
+      for (; j < n && from[j] === k; j++) {
+        const svc = rules[j].svc;
+        const s = svc >= 0 ? svc : isPer ? own : -1;
+        const tk = to[j];
+        if (s >= 0 && perService[tk] === 1 && chainSvc[tk] < 0) { chainSvc[tk] = s; changed = true; }
       }
     }
-    for (let k = 0; k < C; k++) {
-      const s = chainSvc[k];
-      if (s < 0) continue;
-      for (const r of chains[k].rules) if (r.svc < 0) (r as { svc: number }).svc = s;
-    }
   }
-  return { services, mark };
+  for (let k = 0; k < C; k++) {
+    const s = chainSvc[k];
+    if (s < 0) continue;
+    for (const r of chains[k].rules) if (r.svc < 0) (r as { svc: number }).svc = s;
+  }
 }
