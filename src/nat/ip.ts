@@ -8,32 +8,11 @@ export interface Cidr {
   readonly mask: number;
 }
 
-/** Parses dotted-quad IPv4 (no leading-zero octets, like Go's net.ParseIP). Returns -1 when invalid. Allocates nothing. */
-export function parseIPv4(s: string): number {
-  const n = s.length;
-  if (n < 7 || n > 15) return -1;
-  let v = 0, octet = 0, digits = 0, dots = 0, lead0 = false;
-  for (let i = 0; i < n; i++) {
-    const c = s.charCodeAt(i);
-    if (c === 46) { // '.'
-      if (digits === 0 || dots === 3) return -1;
-      v = v * 256 + octet;
-      dots++; octet = 0; digits = 0; lead0 = false;
-      continue;
-    }
-    if (c < 48 || c > 57) return -1;
-    if (digits === 0) lead0 = c === 48;
-    else if (lead0) return -1;
-    octet = octet * 10 + (c - 48);
-    if (++digits > 3 || octet > 255) return -1;
-  }
-  if (dots !== 3 || digits === 0) return -1;
-  return (v * 256 + octet) >>> 0;
-}
-
-export function formatIPv4(a: number): string {
-  return `${a >>> 24}.${(a >>> 16) & 255}.${(a >>> 8) & 255}.${a & 255}`;
-}
+// The codec layer owns dotted-quad parsing and formatting; nat uses them under these names.
+import { tryParseIp, ipToString } from '../netstack/addr';
+export { tryParseIp as parseIPv4, ipToString as formatIPv4 };
+const parseIPv4 = tryParseIp;
+const formatIPv4 = ipToString;
 
 export function maskOf(len: number): number {
   return len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;

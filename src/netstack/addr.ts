@@ -9,30 +9,33 @@ export function ipToString(n: number): string {
   return `${n >>> 24}.${(n >>> 16) & 0xff}.${(n >>> 8) & 0xff}.${n & 0xff}`;
 }
 
-const OCTET = /^(0|[1-9][0-9]{0,2})$/;
-
-/**
- * Parses a strict dotted quad ("10.1.139.84"; no leading zeros, no shorthand) into a host-order u32.
- * Throws on anything else.
- */
-export function parseIp(s: string): number {
-  const parts = s.split('.');
-  if (parts.length !== 4) throw new Error(`invalid IPv4 address: ${JSON.stringify(s)}`);
-  let n = 0;
-  for (const p of parts) {
-    if (!OCTET.test(p)) throw new Error(`invalid IPv4 address: ${JSON.stringify(s)}`);
-    const v = Number(p);
-    if (v > 255) throw new Error(`invalid IPv4 address: ${JSON.stringify(s)}`);
-    n = n * 256 + v;
+/** Parses a strict dotted quad (no leading-zero octets, no shorthand, like Go's net.ParseIP); -1 when invalid. Allocates nothing. */
+export function tryParseIp(s: string): number {
+  const n = s.length;
+  if (n < 7 || n > 15) return -1;
+  let v = 0, octet = 0, digits = 0, dots = 0, lead0 = false;
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 46) { // '.'
+      if (digits === 0 || dots === 3) return -1;
+      v = v * 256 + octet;
+      dots++; octet = 0; digits = 0; lead0 = false;
+      continue;
+    }
+    if (c < 48 || c > 57) return -1;
+    if (digits === 0) lead0 = c === 48;
+    else if (lead0) return -1;
+    octet = octet * 10 + (c - 48);
+    if (++digits > 3 || octet > 255) return -1;
   }
-  return n >>> 0;
+  if (dots !== 3 || digits === 0) return -1;
+  return (v * 256 + octet) >>> 0;
 }
 
-/** Like parseIp, but returns -1 instead of throwing. */
-export function tryParseIp(s: string): number {
-  try {
-    return parseIp(s);
-  } catch {
-    return -1;
-  }
+
+/** Like tryParseIp, but throws on anything that is not a strict dotted quad. */
+export function parseIp(s: string): number {
+  const a = tryParseIp(s);
+  if (a < 0) throw new Error(`invalid IPv4 address: ${JSON.stringify(s)}`);
+  return a;
 }
