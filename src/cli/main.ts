@@ -81,10 +81,11 @@ const OPTIONS = {
 
 export class UsageError extends Error {}
 
-function num(v: string | undefined, name: string, min: number, max: number): number | undefined {
+/** An integer flag value in [min, max], or undefined when the flag was not given. */
+export function intFlag(v: unknown, flag: string, min: number, max: number): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
-  if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`--${name}: expected an integer ${min}-${max}, got "${v}"`);
+  if (v === '' || !Number.isInteger(n) || n < min || n > max) throw new UsageError(`--${flag}: expected an integer ${min}-${max}, got "${v}"`);
   return n;
 }
 
@@ -118,7 +119,7 @@ export async function main(argv: string[]): Promise<number> {
     case 'conntrack': {
       const args = {
         proto: values.proto, src: values.src, dst: values.dst,
-        sport: num(values.sport, 'sport', 0, 65535), dport: num(values.dport, 'dport', 0, 65535),
+        sport: intFlag(values.sport, 'sport', 0, 65535), dport: intFlag(values.dport, 'dport', 0, 65535),
         replySrc: values['reply-src'], replyDst: values['reply-dst'], state: values.state, status: values.status,
         eventMask: values['event-mask'],
       };
@@ -142,7 +143,7 @@ export async function main(argv: string[]): Promise<number> {
       if (more.length) throw new UsageError(`pcap: unexpected argument "${more[0]}"`);
       if (action === 'start') {
         if (!file) throw new UsageError('pcap start FILE [--max-packets N]: give the file to write');
-        const maxPackets = num(values['max-packets'] ?? values['pcap-max-packets'], 'max-packets', 0, Number.MAX_SAFE_INTEGER);
+        const maxPackets = intFlag(values['max-packets'] ?? values['pcap-max-packets'], 'max-packets', 0, Number.MAX_SAFE_INTEGER);
         return ask({ cmd: 'pcap', args: { action, file: path.resolve(file), maxPackets } });
       }
       if (action !== 'stop' && action !== 'status') throw new UsageError(`pcap: unknown action "${action}" (start FILE, stop, status)`);

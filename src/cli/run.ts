@@ -9,14 +9,7 @@ import { teardownRouting, DEFAULT_TABLE_FROM_TUN, DEFAULT_TABLE_TO_TUN } from '.
 import { DaemonOptions, DEFAULT_CT_MAX, DEFAULT_SYNC_PERIOD_MS } from '../daemon/settings';
 import { parseBindAddress, notifyReadyFd, DEFAULT_HEALTHZ_BIND_ADDRESS, DEFAULT_METRICS_BIND_ADDRESS } from '../daemon/health';
 import { parseDuration } from '../daemon/config-file';
-import { UsageError } from './main';
-
-function int(v: unknown, flag: string, min: number, max: number): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (v === '' || !Number.isInteger(n) || n < min || n > max) throw new UsageError(`--${flag}: expected an integer ${min}-${max}, got "${v}"`);
-  return n;
-}
+import { UsageError, intFlag } from './main';
 
 function bindAddress(v: unknown, flag: string, dflt: string): string {
   const s = v === undefined ? dflt : String(v);
@@ -33,7 +26,7 @@ export function daemonOptions(v: Record<string, any>): DaemonOptions {
       ? 'run: --rules DUMP also needs --config FILE with the Node objects and the KubeTunConfiguration (routing and IPIP peers come from them)'
       : 'run: give --config FILE (Services, EndpointSlices, Nodes, KubeTunConfiguration)');
   }
-  const ctMax = int(v['ct-max'], 'ct-max', 16, 1 << 24) ?? DEFAULT_CT_MAX;
+  const ctMax = intFlag(v['ct-max'], 'ct-max', 16, 1 << 24) ?? DEFAULT_CT_MAX;
   if (!/^[A-Za-z0-9_.-]{1,15}$/.test(v.tun)) throw new UsageError(`--tun: "${v.tun}" is not a valid interface name (1-15 of A-Za-z0-9_.-)`);
   let syncPeriodMs = DEFAULT_SYNC_PERIOD_MS;
   if (v['sync-period'] !== undefined) {
@@ -53,9 +46,9 @@ export function daemonOptions(v: Record<string, any>): DaemonOptions {
     metricsBindAddress: bindAddress(v['metrics-bind-address'], 'metrics-bind-address', DEFAULT_METRICS_BIND_ADDRESS),
     healthzBindAddress: bindAddress(v['healthz-bind-address'], 'healthz-bind-address', DEFAULT_HEALTHZ_BIND_ADDRESS),
     syncPeriodMs,
-    readyFd: int(v['ready-fd'], 'ready-fd', 0, 1 << 20),
+    readyFd: intFlag(v['ready-fd'], 'ready-fd', 0, 1 << 20),
     pcap: v.pcap ? path.resolve(v.pcap) : undefined,
-    pcapMaxPackets: int(v['pcap-max-packets'], 'pcap-max-packets', 0, Number.MAX_SAFE_INTEGER),
+    pcapMaxPackets: intFlag(v['pcap-max-packets'], 'pcap-max-packets', 0, Number.MAX_SAFE_INTEGER),
   };
 }
 
