@@ -7,10 +7,10 @@ import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import type { AddressInfo } from 'node:net';
-import { createMetricsServer, createMetricsRegistry, MetricsSource, SyncRecorder, batchSizeBucket, ConntrackSnapshot } from '../src/daemon/metrics';
-import { createHealthServer, notifyReadyFd, parseBindAddress } from '../src/daemon/health';
-import { PcapWriter, PcapTap, pcapControl, LINKTYPE_RAW, LINKTYPE_IPV4 } from '../src/netstack/pcap';
-import { loadDaemonConfigFile, mergeFlags, explicitFlags, parseDuration, ConfigFileError } from '../src/daemon/config-file';
+import { createMetricsServer, createMetricsRegistry, MetricsSource, SyncRecorder, batchSizeBucket, ConntrackSnapshot } from '../src/ops/metrics';
+import { createHealthServer, notifyReadyFd, parseBindAddress } from '../src/ops/health';
+import { PcapWriter, PcapTap, pcapControl, LINKTYPE_RAW, LINKTYPE_IPV4 } from '../src/io/pcap';
+import { loadDaemonConfigFile, mergeFlags, explicitFlags, parseDuration, ConfigFileError } from '../src/cli/config-file';
 import { buildPacket } from '../src/netstack/repr';
 import { parseIp } from '../src/netstack/addr';
 

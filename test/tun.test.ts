@@ -1,5 +1,5 @@
 // The TUN addon against a real kernel, inside a network namespace this test creates (runs as root).
-// A helper process (test/support/tun-child.ts) runs in the namespace and drives src/netstack/tun.ts;
+// A helper process (test/support/tun-child.ts) runs in the namespace and drives src/io/tun.ts;
 // this file sends it requests and checks the bytes. All traffic stays inside the namespace: the only
 // addresses used are the namespace's own 10.200.0.1 (on the TUN) and 10.200.0.2 (beyond the TUN,
 // i.e. this test's helper reading the device).
@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { HEADROOM, MAX_READ_PACKET, PacketBatch, SLOT_SIZE, TunDevice } from '../src/netstack/tun';
+import { HEADROOM, MAX_READ_PACKET, PacketBatch, SLOT_SIZE, TunDevice } from '../src/io/tun';
 
 const ROOT = path.resolve(__dirname, '..');
 const NS = `kt${randomBytes(4).toString('hex')}-tun`;

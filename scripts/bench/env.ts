@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Lab, LAB_CONFIG, REPO_ROOT, NodeName, NODES, sleep, renderKernelRules, IptablesBackend } from '../lab';
-import { controlRequest } from '../../src/daemon/control';
+import { controlRequest } from '../../src/control/control-socket';
 import { VariantId } from './results';
 import { nsText, tryText } from './exec';
 import { writeScaleConfig } from './gen-config';

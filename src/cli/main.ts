@@ -2,8 +2,8 @@
 import { parseArgs } from 'node:util';
 import * as path from 'node:path';
 import pino from 'pino';
-import { controlRequest, defaultControlSocket } from '../daemon/control';
-import { loadDaemonConfigFile, mergeFlags, explicitFlags, ConfigFileError } from '../daemon/config-file';
+import { controlRequest, defaultControlSocket } from '../control/control-socket';
+import { loadDaemonConfigFile, mergeFlags, explicitFlags, ConfigFileError } from './config-file';
 
 const USAGE = `usage: kube-tun <command> [options]
 

@@ -3,12 +3,12 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import type { Logger } from 'pino';
-import { Daemon } from '../daemon/daemon';
-import { defaultControlSocket, socketAnswers } from '../daemon/control';
-import { teardownRouting, DEFAULT_TABLE_FROM_TUN, DEFAULT_TABLE_TO_TUN } from '../daemon/routing';
-import { DaemonOptions, DEFAULT_CT_MAX, DEFAULT_SYNC_PERIOD_MS } from '../daemon/settings';
-import { parseBindAddress, notifyReadyFd, DEFAULT_HEALTHZ_BIND_ADDRESS, DEFAULT_METRICS_BIND_ADDRESS } from '../daemon/health';
-import { parseDuration } from '../daemon/config-file';
+import { Daemon } from '../daemon';
+import { defaultControlSocket, socketAnswers } from '../control/control-socket';
+import { teardownRouting, DEFAULT_TABLE_FROM_TUN, DEFAULT_TABLE_TO_TUN } from '../control/routing';
+import { DaemonOptions, DEFAULT_CT_MAX, DEFAULT_SYNC_PERIOD_MS } from '../control/sync';
+import { parseBindAddress, notifyReadyFd, DEFAULT_HEALTHZ_BIND_ADDRESS, DEFAULT_METRICS_BIND_ADDRESS } from '../ops/health';
+import { parseDuration } from './config-file';
 import { UsageError, intFlag } from './main';
 
 function bindAddress(v: unknown, flag: string, dflt: string): string {

@@ -12,7 +12,6 @@
 import { read16, read32, write16, write32 } from './bytes';
 import { checksum } from './checksum';
 import {
-  IPPROTO_ICMP,
   IPV4_MIN_HEADER_LEN,
   IPV4_SRC,
   IPV4_TOS,
@@ -20,6 +19,7 @@ import {
   ipv4HeaderLen,
   writeIpv4Header,
 } from './ipv4';
+import { IPPROTO_ICMP } from './proto';
 
 export const ICMP_TYPE = 0;
 export const ICMP_CODE = 1;

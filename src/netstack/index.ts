@@ -6,6 +6,7 @@ export * from './icmp';
 export * from './ipip';
 export * from './ipv4';
 export * from './packet';
+export * from './proto';
 export * from './repr';
 export * from './tcp';
 export * from './udp';

@@ -17,7 +17,6 @@ import {
   ECN_ECT_0,
   ECN_MASK,
   ECN_NOT_ECT,
-  IPPROTO_IPIP,
   IPV4_CHECKSUM,
   IPV4_FLAG_DF,
   IPV4_FLAGS_FRAG,
@@ -28,6 +27,7 @@ import {
   IPV4_VER_IHL,
   writeIpv4Header,
 } from './ipv4';
+import { IPPROTO_IPIP } from './proto';
 import { DropReason, PacketMeta, parseIpv4 } from './packet';
 
 export const IPIP_HEADER_LEN = 20;

@@ -43,11 +43,6 @@ export const ECN_ECT_1 = 1;
 export const ECN_ECT_0 = 2;
 export const ECN_CE = 3;
 
-/** IP protocol numbers used by kube-tun. */
-export const IPPROTO_ICMP = 1;
-export const IPPROTO_IPIP = 4;
-export const IPPROTO_TCP = 6;
-export const IPPROTO_UDP = 17;
 
 // --- view accessors: (buf, off) where off is the start of a header already length-checked ---
 

@@ -19,10 +19,6 @@ import {
   icmpIsError,
 } from './icmp';
 import {
-  IPPROTO_ICMP,
-  IPPROTO_IPIP,
-  IPPROTO_TCP,
-  IPPROTO_UDP,
   IPV4_CHECKSUM,
   IPV4_DST,
   IPV4_FLAG_DF,
@@ -38,6 +34,7 @@ import {
   IPV4_TTL,
   IPV4_VER_IHL,
 } from './ipv4';
+import { IPPROTO_ICMP, IPPROTO_IPIP, IPPROTO_TCP, IPPROTO_UDP } from './proto';
 import { TCP_CHECKSUM, TCP_DATA_OFF, TCP_DST_PORT, TCP_FLAGS, TCP_MIN_HEADER_LEN, TCP_SRC_PORT } from './tcp';
 import { UDP_CHECKSUM, UDP_CHECKSUM_MANGLED_0, UDP_DST_PORT, UDP_HEADER_LEN, UDP_LENGTH, UDP_SRC_PORT } from './udp';
 

@@ -19,9 +19,6 @@ import {
   ICMP_TYPE,
 } from './icmp';
 import {
-  IPPROTO_ICMP,
-  IPPROTO_TCP,
-  IPPROTO_UDP,
   IPV4_CHECKSUM,
   IPV4_DST,
   IPV4_FLAG_DF,
@@ -40,8 +37,9 @@ import {
   IPV4_TTL,
   IPV4_VER_IHL,
 } from './ipv4';
+import { IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP } from './proto';
 import {
-  TCP_ACK,
+  TCP_ACK_NUM,
   TCP_CHECKSUM,
   TCP_DATA_OFF,
   TCP_DST_PORT,
@@ -165,7 +163,7 @@ export interface TcpRepr {
   seq: number;
   ack: number;
   /**
-   * TCP_SYN | TCP_ACK_FLAG | ... in the low 8 bits; bits 8-11 carry the low nibble of byte 12
+   * TCP_SYN | TCP_ACK | ... in the low 8 bits; bits 8-11 carry the low nibble of byte 12
    * (reserved bits and AE/NS), so a parse -> emit round trip is exact.
    */
   flags: number;
@@ -187,7 +185,7 @@ export const TcpRepr = {
       sport: read16(buf, off + TCP_SRC_PORT),
       dport: read16(buf, off + TCP_DST_PORT),
       seq: read32(buf, off + TCP_SEQ),
-      ack: read32(buf, off + TCP_ACK),
+      ack: read32(buf, off + TCP_ACK_NUM),
       flags: ((buf[off + TCP_DATA_OFF] & 0x0f) << 8) | buf[off + TCP_FLAGS],
       window: read16(buf, off + TCP_WINDOW),
       urgent: read16(buf, off + TCP_URGENT),
@@ -214,7 +212,7 @@ export const TcpRepr = {
     write16(buf, off + TCP_SRC_PORT, repr.sport);
     write16(buf, off + TCP_DST_PORT, repr.dport);
     write32(buf, off + TCP_SEQ, repr.seq >>> 0);
-    write32(buf, off + TCP_ACK, repr.ack >>> 0);
+    write32(buf, off + TCP_ACK_NUM, repr.ack >>> 0);
     buf[off + TCP_DATA_OFF] = ((hl >>> 2) << 4) | ((repr.flags >>> 8) & 0x0f);
     buf[off + TCP_FLAGS] = repr.flags & 0xff;
     write16(buf, off + TCP_WINDOW, repr.window);

@@ -16,7 +16,7 @@ import { read16, read32 } from './bytes';
 export const TCP_SRC_PORT = 0;
 export const TCP_DST_PORT = 2;
 export const TCP_SEQ = 4;
-export const TCP_ACK = 8;
+export const TCP_ACK_NUM = 8;
 export const TCP_DATA_OFF = 12;
 export const TCP_FLAGS = 13;
 export const TCP_WINDOW = 14;
@@ -25,15 +25,6 @@ export const TCP_URGENT = 18;
 export const TCP_MIN_HEADER_LEN = 20;
 export const TCP_MAX_HEADER_LEN = 60;
 
-/** Flag bits of the byte at TCP_FLAGS. */
-export const TCP_FIN = 0x01;
-export const TCP_SYN = 0x02;
-export const TCP_RST = 0x04;
-export const TCP_PSH = 0x08;
-export const TCP_ACK_FLAG = 0x10;
-export const TCP_URG = 0x20;
-export const TCP_ECE = 0x40;
-export const TCP_CWR = 0x80;
 
 export function tcpSrcPort(buf: Uint8Array, off: number): number {
   return read16(buf, off + TCP_SRC_PORT);
@@ -45,7 +36,7 @@ export function tcpSeq(buf: Uint8Array, off: number): number {
   return read32(buf, off + TCP_SEQ);
 }
 export function tcpAck(buf: Uint8Array, off: number): number {
-  return read32(buf, off + TCP_ACK);
+  return read32(buf, off + TCP_ACK_NUM);
 }
 /** Header length in bytes (data offset * 4). */
 export function tcpHeaderLen(buf: Uint8Array, off: number): number {

@@ -1,5 +1,5 @@
 // Test helper for test/tun.test.ts: runs INSIDE a network namespace (`ip netns exec NS node -r
-// ts-node/register/transpile-only test/support/tun-child.ts`) and drives src/netstack/tun.ts there.
+// ts-node/register/transpile-only test/support/tun-child.ts`) and drives src/io/tun.ts there.
 // Protocol: one JSON request per stdin line {id, op, ...}; one JSON reply per stdout line
 // {id, ok, result | error}. Requests are handled concurrently (a 'collect' can wait while a later
 // 'write' runs). Every wait is bounded by its timeoutMs. When stdin ends the helper closes what it
@@ -8,7 +8,7 @@
 
 import * as dgram from 'node:dgram';
 import * as readline from 'node:readline';
-import { IpipSocket, PacketBatch, TunDevice } from '../../src/netstack/tun';
+import { IpipSocket, PacketBatch, TunDevice } from '../../src/io/tun';
 
 type Dev = TunDevice | IpipSocket;
 

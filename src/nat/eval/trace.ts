@@ -5,10 +5,10 @@
 //
 // This is a second, deliberately simple interpreter of the IR (recursive, allocating); the tests
 // check the compiled Matcher against it.
-import { formatIPv4 } from './ip';
-import { Match, Rule, RuleSet, Table, TableName, statisticMatchProbability } from './ir';
+import { formatIPv4 } from '../ip';
+import { Match, Rule, RuleSet, Table, TableName, statisticMatchProbability } from '../rules/ir';
 import { withDefaultJumps } from './matcher';
-import { renderRule } from './render';
+import { renderRule } from '../rules/render';
 
 export interface TracePacket {
   proto: number;

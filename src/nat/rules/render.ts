@@ -9,7 +9,7 @@
 // Chains are grouped (declarations, then each chain's rules in order), as iptables-save does; this
 // is equally valid restore input.
 import { goHex08 } from './build';
-import { Cidr, formatCidr, formatIPv4 } from './ip';
+import { Cidr, formatCidr, formatIPv4 } from '../ip';
 import {
   Chain, Match, PROTO_NAME, Rule, RuleSet, Table, Target, formatProbabilityIptablesSave,
 } from './ir';

@@ -5,11 +5,11 @@ import * as fs from 'node:fs';
 import { parseAllDocuments } from 'yaml';
 import {
   Cidr, cidrContains, formatCidr, formatIPv4, looksLikeIPv6, parseCidr, parseIPv4,
-} from './ip';
+} from '../ip';
 import {
   ClusterState, DetectLocalMode, EndpointInfo, KubeTunConfig, NodeFlags, NodeInfo, NodeSettings, Protocol,
   Scheduler, ServicePortInfo, ServiceType, SourceRef, defaultKubeTunConfig, servicePortNameString,
-} from './model';
+} from './state';
 
 export class ConfigError extends Error {
   constructor(message: string, readonly file?: string, readonly doc?: number, readonly path?: string) {

@@ -1,7 +1,7 @@
 // Desired state: the service port map, the endpoints map and the nodes, as pure data (kube-proxy's
 // ServicePortMap / EndpointsMap), plus the per-node settings a proxier runs with. Nothing here knows
 // how the state is realised (rules, matcher, text): see build.ts.
-import { Cidr, cidrContains, formatIPv4 } from './ip';
+import { Cidr, cidrContains, formatIPv4 } from '../ip';
 
 export type Protocol = 'TCP' | 'UDP' | 'SCTP';
 export type ServiceType = 'ClusterIP' | 'NodePort' | 'LoadBalancer';

@@ -2,7 +2,7 @@
 // node compiles into the same Matcher and trace as the YAML path. Both argument orders are
 // accepted (the IR keeps the order of the line). Only what kube-proxy writes is supported; anything
 // else is refused with its line number — never silently ignored.
-import { Cidr, maskOf, parseCidr, parseIPv4 } from './ip';
+import { Cidr, maskOf, parseCidr, parseIPv4 } from '../ip';
 import {
   CT_STATES, Chain, CtState, Match, PROTO_NUM, Rule, RuleSet, ServiceRef, Table, TableName, Target, l4Of, probabilityToU32, protoOf,
 } from './ir';

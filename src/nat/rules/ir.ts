@@ -6,7 +6,7 @@
 // match's `--dport` is its own item: the list keeps the order the rule was written in, so a rule
 // renders back in kube-proxy's argument order ("-m comment … -m tcp -p tcp -d X --dport N ! -s C"),
 // while the iptables-save order (header first, then matches) is derived from the same data.
-import { Cidr, formatFixed } from './ip';
+import { Cidr, formatFixed } from '../ip';
 
 export type TableName = 'filter' | 'nat' | 'mangle' | 'raw';
 

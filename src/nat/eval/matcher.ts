@@ -13,11 +13,11 @@
 // A Matcher is immutable as far as rules go (state: hit counters, xt_recent tables and nth
 // counters). Swap a new one in with one assignment (MatcherHandle), the userspace equivalent of one
 // iptables-restore transaction. match() allocates nothing.
-import { formatIPv4 } from './ip';
-import { Match, Rule, RuleSet, Table, TableName } from './ir';
-import { RandomSource, NatRandomPool } from './random';
+import { formatIPv4 } from '../ip';
+import { Match, Rule, RuleSet, Table, TableName } from '../rules/ir';
+import { RandomSource, NatRandomPool } from '../random';
 import { RecentTable } from './recent';
-import { renderRule } from './render';
+import { renderRule } from '../rules/render';
 
 export const NAT_NONE = 0;
 export const NAT_DNAT = 1;

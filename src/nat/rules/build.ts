@@ -3,12 +3,12 @@
 // proxier; 'legacy' follows the v1.10-1.15 era seen in seed 000 (trailing-colon port names,
 // "%0.5f" probabilities, KUBE-MARK-MASQ in KUBE-SERVICES, one `-m mark` MASQUERADE rule,
 // --set-xmark, KUBE-XLB for externalTrafficPolicy Local).
-import { endpointChainName, portProtoHash } from './hash';
-import { Cidr, cidrContains, cidrOf, parseCidr } from './ip';
+import { endpointChainName, portProtoHash } from './chain-names';
+import { Cidr, cidrContains, cidrOf, parseCidr } from '../ip';
 import {
   Chain, Match, PROTO_NUM, Rule, RuleSet, ServiceRef, Table, Target, kubeProxyProbability, l4Of, protoOf, rb, statisticRandom,
 } from './ir';
-import { ClusterState, EndpointInfo, NodeSettings, ServicePortInfo, servicePortNameString } from './model';
+import { ClusterState, EndpointInfo, NodeSettings, ServicePortInfo, servicePortNameString } from '../model/state';
 
 export interface BuildOptions {
   /** 'modern' (default): current proxier.go. 'legacy': the seed-000 era. */

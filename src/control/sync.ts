@@ -5,8 +5,8 @@ import * as fs from 'node:fs';
 import { loadConfig, makeNodeSettings, buildRules, compileMatcher, renderIptablesSave, ConfigError, importIptablesSave } from '../nat';
 import type { Matcher, ClusterState, NodeSettings, RuleSet } from '../nat';
 import { formatCidr } from '../nat/ip';
-import { countRules } from '../nat/ir';
-import type { DataPathSettings, RemoteNode } from './pipeline';
+import { countRules } from '../nat/rules/ir';
+import type { DataPathSettings, RemoteNode } from '../datapath/pipeline';
 import { RoutingPlan, DEFAULT_TABLE_FROM_TUN, DEFAULT_TABLE_TO_TUN } from './routing';
 
 export const DEFAULT_CT_MAX = 262144;

@@ -29,7 +29,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as YAML from 'yaml';
 import ipaddr from 'ipaddr.js';
-import { parseBindAddress } from './health';
+import { parseBindAddress } from '../ops/health';
 
 export const DAEMON_CONFIG_API_VERSION = 'kubetun.dev/v1alpha1';
 export const DAEMON_CONFIG_KIND = 'KubeTunDaemonConfiguration';

@@ -4,18 +4,18 @@
 import { performance } from 'node:perf_hooks';
 import * as fs from 'node:fs';
 import type { Logger } from 'pino';
-import { TunDevice, IpipSocket, PacketBatch } from '../netstack/tun';
-import { PcapTap, pcapControl } from '../netstack/pcap';
-import { ConntrackTable, ConntrackEventType, formatEntry, formatEvent, protoName } from '../conntrack';
+import { TunDevice, IpipSocket, PacketBatch } from './io/tun';
+import { PcapTap, pcapControl } from './io/pcap';
+import { ConntrackTable, ConntrackEventType, formatEntry, formatEvent, protoName } from './conntrack';
 import {
   Pipeline, ALL_DROP_REASONS, C_RX_TUN, C_RX_IPIP, C_TX_LOCAL, C_TX_IPIP, C_TX_GENERATED, C_DNAT, C_SNAT, C_NAT_CLASH, C_BATCHES,
-} from './pipeline';
-import { setupRouting, teardownRouting } from './routing';
-import { serveControl, ControlRequest } from './control';
-import { loadDataPath, LoadedDataPath, DaemonOptions, countChanges } from './settings';
-import { filterEntries, compileFilter, ListFilter } from './conntrack-filter';
-import { createMetricsServer, MetricsServer, SyncRecorder, ConntrackSnapshot } from './metrics';
-import { createHealthServer, HealthServer } from './health';
+} from './datapath/pipeline';
+import { setupRouting, teardownRouting } from './control/routing';
+import { serveControl, ControlRequest } from './control/control-socket';
+import { loadDataPath, LoadedDataPath, DaemonOptions, countChanges } from './control/sync';
+import { filterEntries, compileFilter, ListFilter } from './ops/conntrack-filter';
+import { createMetricsServer, MetricsServer, SyncRecorder, ConntrackSnapshot } from './ops/metrics';
+import { createHealthServer, HealthServer } from './ops/health';
 import type * as net from 'node:net';
 
 const BATCH = 64;
