@@ -29,7 +29,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as YAML from 'yaml';
 import ipaddr from 'ipaddr.js';
-import { parseBindAddress } from '../ops/health';
+import { parseBindAddress } from '../ops/http';
+import { INT_FLAG_RANGE, interfaceNameProblem } from './flags';
+import type { FlagName, IntFlagName } from './flags';
 
 export const DAEMON_CONFIG_API_VERSION = 'kubetun.dev/v1alpha1';
 export const DAEMON_CONFIG_KIND = 'KubeTunDaemonConfiguration';
@@ -62,13 +64,14 @@ export class ConfigFileError extends Error {
 }
 
 type Kind = 'string' | 'tun' | 'int' | 'boolean' | 'cidr' | 'ipList' | 'bindAddress' | 'duration' | 'logLevel' | 'path' | 'pathList';
-interface KeySpec { flag: string; kind: Kind; min?: number; max?: number; invert?: boolean }
+/** `int` keys take their flag's INT_FLAG_RANGE. */
+type KeySpec = { flag: IntFlagName; kind: 'int'; invert?: never } | { flag: FlagName; kind: Exclude<Kind, 'int'>; invert?: boolean };
 
 /** Key -> flag of `kube-tun run` (the value form parseArgs produces). */
 export const DAEMON_CONFIG_KEYS: { readonly [K in keyof Required<DaemonFileOptions>]: KeySpec } = {
   hostnameOverride: { flag: 'hostname-override', kind: 'string' },
   tun: { flag: 'tun', kind: 'tun' },
-  ctMax: { flag: 'ct-max', kind: 'int', min: 16, max: 1 << 24 },
+  ctMax: { flag: 'ct-max', kind: 'int' },
   clusterCIDR: { flag: 'cluster-cidr', kind: 'cidr' },
   masqueradeAll: { flag: 'masquerade-all', kind: 'boolean' },
   nodeIPs: { flag: 'node-ip', kind: 'ipList' },
@@ -78,7 +81,7 @@ export const DAEMON_CONFIG_KEYS: { readonly [K in keyof Required<DaemonFileOptio
   logLevel: { flag: 'log-level', kind: 'logLevel' },
   controlSocket: { flag: 'control-socket', kind: 'path' },
   pcap: { flag: 'pcap', kind: 'path' },
-  pcapMaxPackets: { flag: 'pcap-max-packets', kind: 'int', min: 0, max: Number.MAX_SAFE_INTEGER },
+  pcapMaxPackets: { flag: 'pcap-max-packets', kind: 'int' },
   config: { flag: 'config', kind: 'pathList' },
   rules: { flag: 'rules', kind: 'path' },
   watch: { flag: 'no-watch', kind: 'boolean', invert: true },
@@ -147,14 +150,18 @@ function checkValue(spec: KeySpec, v: unknown, baseDir: string): unknown {
     case 'string':
       if (typeof v !== 'string' || v === '') throw expect('a non-empty string');
       return v;
-    case 'tun':
+    case 'tun': {
       if (typeof v !== 'string') throw expect('an interface name');
-      if (!/^[A-Za-z0-9_.-]{1,15}$/.test(v)) throw new Error(`"${v}" is not a valid interface name (1-15 of A-Za-z0-9_.-)`);
+      const problem = interfaceNameProblem(v);
+      if (problem) throw new Error(problem);
       return v;
-    case 'int':
+    }
+    case 'int': {
       if (typeof v !== 'number' || !Number.isInteger(v)) throw expect('an integer');
-      if (v < spec.min! || v > spec.max!) throw new Error(`expected an integer ${spec.min}-${spec.max}, got ${v}`);
+      const [min, max] = INT_FLAG_RANGE[spec.flag];
+      if (v < min || v > max) throw new Error(`expected an integer ${min}-${max}, got ${v}`);
       return v;
+    }
     case 'boolean':
       if (typeof v !== 'boolean') throw expect('true or false');
       return v;

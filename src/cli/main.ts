@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import pino from 'pino';
 import { controlRequest, defaultControlSocket } from '../control/control-socket';
 import { loadDaemonConfigFile, mergeFlags, explicitFlags, ConfigFileError } from './config-file';
+import { OPTIONS, UsageError, intFlag } from './flags';
 
 const USAGE = `usage: kube-tun <command> [options]
 
@@ -35,60 +36,6 @@ const USAGE = `usage: kube-tun <command> [options]
   Daemon commands find it through --control-socket (default /run/kube-tun/<tun>.sock).
 `;
 
-const OPTIONS = {
-  config: { type: 'string', multiple: true },
-  rules: { type: 'string' },
-  'hostname-override': { type: 'string' },
-  node: { type: 'string' },
-  tun: { type: 'string', default: 'kt0' },
-  'ct-max': { type: 'string' },
-  'cluster-cidr': { type: 'string' },
-  'masquerade-all': { type: 'boolean' },
-  'node-ip': { type: 'string', multiple: true },
-  'proxy-version': { type: 'string' },
-  'probability-format': { type: 'string' },
-  'log-level': { type: 'string', default: 'info' },
-  'control-socket': { type: 'string' },
-  'no-watch': { type: 'boolean' },
-  'keep-routing': { type: 'boolean' },
-  'metrics-bind-address': { type: 'string' },
-  'healthz-bind-address': { type: 'string' },
-  'sync-period': { type: 'string' },
-  'ready-fd': { type: 'string' },
-  pcap: { type: 'string' },
-  'pcap-max-packets': { type: 'string' },
-  'daemon-config': { type: 'string' },
-  'max-packets': { type: 'string' },
-  'event-mask': { type: 'string', short: 'e' },
-  force: { type: 'boolean' },
-  live: { type: 'boolean' },
-  L: { type: 'boolean', short: 'L' },
-  E: { type: 'boolean', short: 'E' },
-  D: { type: 'boolean', short: 'D' },
-  proto: { type: 'string', short: 'p' },
-  src: { type: 'string', short: 's' },
-  dst: { type: 'string', short: 'd' },
-  sport: { type: 'string' },
-  dport: { type: 'string' },
-  'reply-src': { type: 'string', short: 'r' },
-  'reply-dst': { type: 'string', short: 'q' },
-  state: { type: 'string' },
-  status: { type: 'string' },
-  'local-addrs': { type: 'string' },
-  json: { type: 'boolean' },
-  help: { type: 'boolean', short: 'h' },
-} as const;
-
-export class UsageError extends Error {}
-
-/** An integer flag value in [min, max], or undefined when the flag was not given. */
-export function intFlag(v: unknown, flag: string, min: number, max: number): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (v === '' || !Number.isInteger(n) || n < min || n > max) throw new UsageError(`--${flag}: expected an integer ${min}-${max}, got "${v}"`);
-  return n;
-}
-
 /** Commands that take positional arguments (the rest reject them). */
 const POSITIONAL_COMMANDS = new Set(['pcap']);
 
@@ -119,7 +66,7 @@ export async function main(argv: string[]): Promise<number> {
     case 'conntrack': {
       const args = {
         proto: values.proto, src: values.src, dst: values.dst,
-        sport: intFlag(values.sport, 'sport', 0, 65535), dport: intFlag(values.dport, 'dport', 0, 65535),
+        sport: intFlag(values.sport, 'sport'), dport: intFlag(values.dport, 'dport'),
         replySrc: values['reply-src'], replyDst: values['reply-dst'], state: values.state, status: values.status,
         eventMask: values['event-mask'],
       };
@@ -143,7 +90,7 @@ export async function main(argv: string[]): Promise<number> {
       if (more.length) throw new UsageError(`pcap: unexpected argument "${more[0]}"`);
       if (action === 'start') {
         if (!file) throw new UsageError('pcap start FILE [--max-packets N]: give the file to write');
-        const maxPackets = intFlag(values['max-packets'] ?? values['pcap-max-packets'], 'max-packets', 0, Number.MAX_SAFE_INTEGER);
+        const maxPackets = intFlag(values['max-packets'] ?? values['pcap-max-packets'], 'max-packets');
         return ask({ cmd: 'pcap', args: { action, file: path.resolve(file), maxPackets } });
       }
       if (action !== 'stop' && action !== 'status') throw new UsageError(`pcap: unknown action "${action}" (start FILE, stop, status)`);

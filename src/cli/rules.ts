@@ -2,7 +2,7 @@
 import * as fs from 'node:fs';
 import { loadConfig, makeNodeSettings, buildRules, renderIptablesSave, parseIPv4, importIptablesSave, tracePacket, formatTrace } from '../nat';
 import type { RuleSet, NodeSettings } from '../nat';
-import { UsageError, intFlag } from './main';
+import { UsageError, intFlag } from './flags';
 
 function flagsOf(v: Record<string, any>) {
   return { hostnameOverride: v['hostname-override'] ?? v.node, clusterCIDR: v['cluster-cidr'], masqueradeAll: v['masquerade-all'], nodeIPs: v['node-ip'] };
@@ -50,7 +50,7 @@ export function trace(v: Record<string, any>): number {
     if (a < 0) throw new UsageError(`--${name}: "${s}" is not an IPv4 address`);
     return a;
   };
-  const port = (name: string, dflt: number) => intFlag(v[name], name, 0, 65535) ?? dflt;
+  const port = (name: 'sport' | 'dport', dflt: number) => intFlag(v[name], name) ?? dflt;
   const proto = String(v.proto ?? 'tcp').toLowerCase();
   if (!['tcp', 'udp', 'icmp', 'sctp'].includes(proto)) throw new UsageError(`--proto: expected tcp, udp, sctp or icmp, got "${proto}"`);
   const result = tracePacket(rs, { proto, src: addr('src'), dst: addr('dst'), sport: port('sport', 40000), dport: port('dport', 0) }, { localAddresses });

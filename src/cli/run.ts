@@ -7,9 +7,10 @@ import { Daemon } from '../daemon';
 import { defaultControlSocket, socketAnswers } from '../control/control-socket';
 import { teardownRouting, DEFAULT_TABLE_FROM_TUN, DEFAULT_TABLE_TO_TUN } from '../control/routing';
 import { DaemonOptions, DEFAULT_CT_MAX, DEFAULT_SYNC_PERIOD_MS } from '../control/sync';
-import { parseBindAddress, notifyReadyFd, DEFAULT_HEALTHZ_BIND_ADDRESS, DEFAULT_METRICS_BIND_ADDRESS } from '../ops/health';
+import { notifyReadyFd } from '../ops/health';
+import { parseBindAddress, DEFAULT_HEALTHZ_BIND_ADDRESS, DEFAULT_METRICS_BIND_ADDRESS } from '../ops/http';
 import { parseDuration } from './config-file';
-import { UsageError, intFlag } from './main';
+import { UsageError, intFlag, tunFlag } from './flags';
 
 function bindAddress(v: unknown, flag: string, dflt: string): string {
   const s = v === undefined ? dflt : String(v);
@@ -26,29 +27,29 @@ export function daemonOptions(v: Record<string, any>): DaemonOptions {
       ? 'run: --rules DUMP also needs --config FILE with the Node objects and the KubeTunConfiguration (routing and IPIP peers come from them)'
       : 'run: give --config FILE (Services, EndpointSlices, Nodes, KubeTunConfiguration)');
   }
-  const ctMax = intFlag(v['ct-max'], 'ct-max', 16, 1 << 24) ?? DEFAULT_CT_MAX;
-  if (!/^[A-Za-z0-9_.-]{1,15}$/.test(v.tun)) throw new UsageError(`--tun: "${v.tun}" is not a valid interface name (1-15 of A-Za-z0-9_.-)`);
+  const ctMax = intFlag(v['ct-max'], 'ct-max') ?? DEFAULT_CT_MAX;
+  const tun = tunFlag(v.tun);
   let syncPeriodMs = DEFAULT_SYNC_PERIOD_MS;
   if (v['sync-period'] !== undefined) {
     try { syncPeriodMs = parseDuration(String(v['sync-period'])); } catch (e: any) { throw new UsageError(`--sync-period: ${e.message}`); }
     if (!(syncPeriodMs >= 1)) throw new UsageError(`--sync-period: must be at least 1ms, got "${v['sync-period']}"`);
   }
   return {
-    node, tun: v.tun, ctMax,
+    node, tun, ctMax,
     configFiles: v.config ?? [],
     rulesFile: v.rules,
     clusterCIDR: v['cluster-cidr'],
     masqueradeAll: v['masquerade-all'],
     nodeIPs: v['node-ip'],
-    controlSocket: v['control-socket'] ?? defaultControlSocket(v.tun),
+    controlSocket: v['control-socket'] ?? defaultControlSocket(tun),
     watch: !v['no-watch'],
     keepRouting: !!v['keep-routing'],
     metricsBindAddress: bindAddress(v['metrics-bind-address'], 'metrics-bind-address', DEFAULT_METRICS_BIND_ADDRESS),
     healthzBindAddress: bindAddress(v['healthz-bind-address'], 'healthz-bind-address', DEFAULT_HEALTHZ_BIND_ADDRESS),
     syncPeriodMs,
-    readyFd: intFlag(v['ready-fd'], 'ready-fd', 0, 1 << 20),
+    readyFd: intFlag(v['ready-fd'], 'ready-fd'),
     pcap: v.pcap ? path.resolve(v.pcap) : undefined,
-    pcapMaxPackets: intFlag(v['pcap-max-packets'], 'pcap-max-packets', 0, Number.MAX_SAFE_INTEGER),
+    pcapMaxPackets: intFlag(v['pcap-max-packets'], 'pcap-max-packets'),
   };
 }
 
@@ -94,8 +95,7 @@ function tunInUse(tun: string): boolean {
  * repeat. Refuses (exit 1) while a daemon still holds the TUN open, unless --force.
  */
 export async function cleanup(v: Record<string, any>): Promise<number> {
-  const tun = v.tun;
-  if (!/^[A-Za-z0-9_.-]{1,15}$/.test(tun)) throw new UsageError(`--tun: "${tun}" is not a valid interface name (1-15 of A-Za-z0-9_.-)`);
+  const tun = tunFlag(v.tun);
   const socket = v['control-socket'] ?? defaultControlSocket(tun);
   if (!v.force && tunInUse(tun)) {
     throw new Error(`cleanup: ${tun} is held open by a running process (a kube-tun run?); stop it first, or pass --force`);

@@ -28,7 +28,7 @@ import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { Registry, Histogram, collectDefaultMetrics, exponentialBuckets } from 'prom-client';
 import type { Metric } from 'prom-client';
-import { parseBindAddress, listenOn, closeServer, DEFAULT_METRICS_BIND_ADDRESS } from './health';
+import { parseBindAddress, listenOn, closeServer, refuseMethod, notFound, DEFAULT_METRICS_BIND_ADDRESS, METRICS_PORT } from './http';
 
 /** Directions in `counterIndex`: packets at counters[i], bytes at counters[i + 1] (pipeline.ts layout). */
 export const DIRECTIONS = ['rx_tun', 'rx_ipip', 'tx_local', 'tx_ipip', 'tx_generated'] as const;
@@ -262,20 +262,12 @@ export function createMetricsRegistry(source: MetricsSource, opts: { processMetr
 }
 
 export function createMetricsServer(opts: MetricsServerOptions): MetricsServer {
-  const addr = parseBindAddress(opts.bindAddress ?? DEFAULT_METRICS_BIND_ADDRESS, 10249);
+  const addr = parseBindAddress(opts.bindAddress ?? DEFAULT_METRICS_BIND_ADDRESS, METRICS_PORT);
   const registry = createMetricsRegistry(opts.source, { processMetrics: opts.processMetrics });
   const server = http.createServer((req, res) => {
     const url = (req.url ?? '/').split('?')[0];
-    if (url !== '/metrics') {
-      res.writeHead(404, { 'Content-Type': 'text/plain; charset=utf-8' });
-      res.end('404 page not found\n');
-      return;
-    }
-    if (req.method !== 'GET' && req.method !== 'HEAD') {
-      res.writeHead(405, { 'Content-Type': 'text/plain; charset=utf-8', Allow: 'GET, HEAD' });
-      res.end('method not allowed\n');
-      return;
-    }
+    if (url !== '/metrics') { notFound(res); return; }
+    if (refuseMethod(req, res)) return;
     registry.metrics().then(
       (text) => {
         res.writeHead(200, { 'Content-Type': registry.contentType });
