@@ -240,7 +240,7 @@ describe('one node: metrics, health, pcap, conntrack -E, cleanup', () => {
     expect(parseAnswers(curl(lab.podNs('client1'), `http://${VIP}:9999/`, ['--local-port', '40123', '-H', 'Connection: close']))).toHaveLength(1);
     const mine = () => evLines.filter((l) => l.includes(`src=${CLIENT1} dst=${VIP} sport=40123 `));
     await waitFor('TIME_WAIT', () => mine().some((l) => l.includes('TIME_WAIT')));
-    expect(kt.cli(['conntrack', '-D', '-p', 'tcp', '-s', CLIENT1, '--sport', '40123'])).toMatch(/: 1 flow entries have been deleted\./);
+    expect(kt.cli(['conntrack', '-D', '-p', 'tcp', '-s', CLIENT1, '--sport', '40123'])).toMatch(/kube-tun conntrack: 1 flow entries have been deleted\./);
     await waitFor('DESTROY', () => mine().some((l) => l.includes('[DESTROY]')));
     const ev = mine();
     const tuple = `src=${CLIENT1} dst=${VIP} sport=40123 dport=9999`;
@@ -274,7 +274,7 @@ describe('one node: metrics, health, pcap, conntrack -E, cleanup', () => {
     events!.stderr!.on('data', (s) => { err += s; });
     events!.kill('SIGINT');
     await new Promise((r) => events!.once('exit', r));
-    expect(err).toMatch(/conntrack v1\.4\.7 \(conntrack-tools\): \d+ flow events have been shown\./);
+    expect(err).toMatch(/kube-tun conntrack: \d+ flow events have been shown\./);
     events = undefined;
   });
 

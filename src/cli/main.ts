@@ -5,6 +5,7 @@ import pino from 'pino';
 import { controlRequest, defaultControlSocket } from '../control/control-socket';
 import { loadDaemonConfigFile, mergeFlags, explicitFlags, ConfigFileError } from './config-file';
 import { OPTIONS, UsageError, intFlag } from './flags';
+import { CONNTRACK_TOOL } from '../ops/conntrack-filter';
 
 const USAGE = `usage: kube-tun <command> [options]
 
@@ -123,10 +124,10 @@ async function askDaemon(socket: string, req: { cmd: string; args?: Record<strin
   return decided === 'err' ? 1 : 0;
 }
 
-/** `conntrack -E`: stream until interrupted, then print the count to stderr like conntrack-tools. */
+/** `conntrack -E`: stream until interrupted, then print the count to stderr in conntrack-tools' format. */
 async function streamEvents(socket: string, args: Record<string, unknown>): Promise<number> {
   let events = 0, partial = '';
-  const summary = () => process.stderr.write(`conntrack v1.4.7 (conntrack-tools): ${events} flow events have been shown.\n`);
+  const summary = () => process.stderr.write(`${CONNTRACK_TOOL}: ${events} flow events have been shown.\n`);
   const onSignal = () => { summary(); process.exit(0); };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);

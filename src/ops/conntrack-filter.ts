@@ -2,16 +2,21 @@
 // --state, --status) applied to the live table for -L and -D.
 import type { ConntrackTable } from '../conntrack';
 import { parseIp } from '../netstack/addr';
+import { PROTO_NUM } from '../netstack/proto';
+
+/**
+ * Who prints the `conntrack` answers. They keep conntrack-tools' summary format ("…: 3 flow
+ * entries have been shown.") so scripts that parse it work, but name kube-tun, not conntrack-tools.
+ */
+export const CONNTRACK_TOOL = 'kube-tun conntrack';
 
 export interface ListFilter {
   proto?: string; src?: string; dst?: string; sport?: number; dport?: number;
   replySrc?: string; replyDst?: string; state?: string; status?: string;
 }
 
-const PROTOS: Record<string, number> = { icmp: 1, tcp: 6, udp: 17, ipip: 4 };
-
 export function protoNumber(name: string): number {
-  const n = PROTOS[name.toLowerCase()] ?? Number(name);
+  const n = PROTO_NUM[name.toLowerCase()] ?? Number(name);
   if (!Number.isInteger(n) || n < 0 || n > 255) throw new Error(`unknown protocol "${name}"`);
   return n;
 }

@@ -44,7 +44,7 @@ export interface ConntrackSnapshot {
 export interface BatchSnapshot {
   /** Batches processed. */
   count: number;
-  /** Bucket i counts batches whose size is in (2^(i-1), 2^i]: i = n <= 1 ? 0 : 32 - Math.clz32(n - 1). */
+  /** Bucket batchSizeBucket(n) (datapath/batch-size) counts the batches of n packets; exported as le = 2^i. */
   sizeHistogram: Uint32Array;
   /** Sum of all batch sizes; default counters rx_tun + rx_ipip packets (every packet read is in one batch). */
   sum?: number;
@@ -122,11 +122,6 @@ export class SyncRecorder {
     this.pending = [];
     return { lastTimestampSeconds: this.lastTimestampSeconds, durationsSeconds, endpointChanges: this.endpointChanges, serviceChanges: this.serviceChanges };
   }
-}
-
-/** The batch-size bucket the pipeline increments for a batch of n packets (see BatchSnapshot). */
-export function batchSizeBucket(n: number): number {
-  return n <= 1 ? 0 : 32 - Math.clz32(n - 1);
 }
 
 interface Sample { value: number; labels: Record<string, string | number>; metricName?: string }
