@@ -1,5 +1,5 @@
 /**
- * Micro-benchmark of the per-packet codec work: parseIpv4 + rewriteDst + rewriteSrc (+ decrementTtl)
+ * Micro-benchmark of the per-packet codec work: parseIpv4 + rewriteDst + rewriteSrc
  * on a 60-byte TCP SYN (Linux-style options), in place in a slab, as the pipeline does it.
  *
  *   npx ts-node scripts/bench-codec.ts [iterations]
@@ -13,7 +13,6 @@ import {
   PacketMeta,
   TCP_SYN,
   buildPacket,
-  decrementTtl,
   parseIp,
   parseIpv4,
   rewriteDst,
@@ -80,26 +79,6 @@ for (const [name, v] of [
   }
   rows.push([name, best, drops]);
 }
-// With the TTL decrement of forwarding; the packet is refreshed every 32 packets so the TTL never runs out.
-{
-  let best = Infinity;
-  for (let rep = 0; rep < 5; rep++) {
-    pkt.copy(slab, OFF);
-    const t0 = performance.now();
-    for (let i = 0; i < ITER; i++) {
-      if ((i & 31) === 0) pkt.copy(slab, OFF); // refresh TTL every 32 packets (amortised copy)
-      parseIpv4(slab, OFF, 60, m, true);
-      const b = (i & 1) === 0 ? A : B;
-      rewriteDst(slab, m, b.dst, b.dport);
-      rewriteSrc(slab, m, b.src, b.sport);
-      decrementTtl(slab, m);
-    }
-    const ns = ((performance.now() - t0) * 1e6) / ITER;
-    if (ns < best) best = ns;
-  }
-  rows.push(['parse(verify L4) + rewriteDst + rewriteSrc + decrementTtl', best, 0]);
-}
-
 console.log(`node ${process.version}, ${ITER} packets per run, best of 5, 60-byte TCP SYN`);
 for (const [name, ns, drops] of rows) {
   console.log(`${name.padEnd(62)} ${ns.toFixed(1).padStart(7)} ns/packet  (${(1e3 / ns).toFixed(2)} Mpps)${drops ? `  DROPS ${drops}` : ''}`);

@@ -1,6 +1,6 @@
 /**
  * IPIP (IP protocol 4, RFC 2003) as Linux tunl0 / Calico use it: a bare 20-byte outer IPv4 header in
- * front of the unchanged inner packet (no extra headers). See KUBE-PROXY.md section 3.
+ * front of the unchanged inner packet (no extra headers).
  *
  * Outer header fields (net/ipv4/ip_tunnel.c ip_tunnel_xmit with tunl0's defaults):
  * - TTL: inherited from the inner packet (ttl 0 = inherit, tunl0's default).
@@ -25,6 +25,7 @@ import {
   IPV4_TOS,
   IPV4_TTL,
   IPV4_VER_IHL,
+  IPV4_VERSION,
   writeIpv4Header,
 } from './ipv4';
 import { IPPROTO_IPIP } from './proto';
@@ -82,7 +83,7 @@ export function decapIpip(buf: Uint8Array, off: number, len: number, m: PacketMe
   const ioff = m.l4off;
   if (m.l4len < IPV4_MIN_HEADER_LEN) return DropReason.IpipBadInner;
   const verIhl = buf[ioff + IPV4_VER_IHL];
-  if (verIhl >>> 4 !== 4 || (verIhl & 0x0f) < 5) return DropReason.IpipBadInner;
+  if (verIhl >>> 4 !== IPV4_VERSION || (verIhl & 0x0f) < 5) return DropReason.IpipBadInner;
   if ((m.tos & ECN_MASK) === ECN_CE) {
     const innerTos = buf[ioff + IPV4_TOS];
     const innerEcn = innerTos & ECN_MASK;

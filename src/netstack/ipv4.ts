@@ -13,8 +13,11 @@
  * ```
  * Offsets are relative to the start of the IPv4 header. Addresses are host-order u32 numbers.
  */
-import { read16, read32, write16, write32 } from './bytes';
+import { write16, write32 } from './bytes';
 import { checksum } from './checksum';
+
+/** The version nibble (high four bits of byte 0) of an IPv4 header. */
+export const IPV4_VERSION = 4;
 
 export const IPV4_VER_IHL = 0;
 export const IPV4_TOS = 1;
@@ -44,52 +47,17 @@ export const ECN_ECT_0 = 2;
 export const ECN_CE = 3;
 
 
-// --- view accessors: (buf, off) where off is the start of a header already length-checked ---
+// --- view accessor: (buf, off) where off is the start of a header already length-checked ---
 
-export function ipv4Version(buf: Uint8Array, off: number): number {
-  return buf[off + IPV4_VER_IHL] >>> 4;
-}
 /** Header length in bytes (IHL * 4). */
 export function ipv4HeaderLen(buf: Uint8Array, off: number): number {
   return (buf[off + IPV4_VER_IHL] & 0x0f) << 2;
-}
-export function ipv4Tos(buf: Uint8Array, off: number): number {
-  return buf[off + IPV4_TOS];
-}
-export function ipv4TotalLen(buf: Uint8Array, off: number): number {
-  return read16(buf, off + IPV4_TOTAL_LEN);
-}
-export function ipv4Id(buf: Uint8Array, off: number): number {
-  return read16(buf, off + IPV4_ID);
-}
-export function ipv4FlagsFrag(buf: Uint8Array, off: number): number {
-  return read16(buf, off + IPV4_FLAGS_FRAG);
-}
-export function ipv4Ttl(buf: Uint8Array, off: number): number {
-  return buf[off + IPV4_TTL];
-}
-export function ipv4Proto(buf: Uint8Array, off: number): number {
-  return buf[off + IPV4_PROTO];
-}
-export function ipv4Checksum(buf: Uint8Array, off: number): number {
-  return read16(buf, off + IPV4_CHECKSUM);
-}
-export function ipv4Src(buf: Uint8Array, off: number): number {
-  return read32(buf, off + IPV4_SRC);
-}
-export function ipv4Dst(buf: Uint8Array, off: number): number {
-  return read32(buf, off + IPV4_DST);
 }
 
 /** Recomputes and stores the header checksum over `ihlBytes` (full, not incremental). */
 export function ipv4FillChecksum(buf: Uint8Array, off: number, ihlBytes: number): void {
   write16(buf, off + IPV4_CHECKSUM, 0);
   write16(buf, off + IPV4_CHECKSUM, checksum(buf, off, ihlBytes));
-}
-
-/** True if the header checksum over `ihlBytes` verifies. */
-export function ipv4ChecksumOk(buf: Uint8Array, off: number, ihlBytes: number): boolean {
-  return checksum(buf, off, ihlBytes) === 0;
 }
 
 /**
@@ -108,7 +76,7 @@ export function writeIpv4Header(
   src: number,
   dst: number,
 ): void {
-  buf[off + IPV4_VER_IHL] = 0x45;
+  buf[off + IPV4_VER_IHL] = (IPV4_VERSION << 4) | (IPV4_MIN_HEADER_LEN >>> 2);
   buf[off + IPV4_TOS] = tos & 0xff;
   write16(buf, off + IPV4_TOTAL_LEN, totalLen);
   write16(buf, off + IPV4_ID, id);

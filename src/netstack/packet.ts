@@ -33,14 +33,15 @@ import {
   IPV4_TOTAL_LEN,
   IPV4_TTL,
   IPV4_VER_IHL,
+  IPV4_VERSION,
 } from './ipv4';
 import { IPPROTO_ICMP, IPPROTO_IPIP, IPPROTO_TCP, IPPROTO_UDP } from './proto';
 import { TCP_CHECKSUM, TCP_DATA_OFF, TCP_DST_PORT, TCP_FLAGS, TCP_MIN_HEADER_LEN, TCP_SRC_PORT } from './tcp';
 import { UDP_CHECKSUM, UDP_CHECKSUM_MANGLED_0, UDP_DST_PORT, UDP_HEADER_LEN, UDP_LENGTH, UDP_SRC_PORT } from './udp';
 
 /**
- * Why a packet is dropped. Append only (codes are exported as metrics labels via DROP_REASON_NAMES);
- * keep DROP_REASON_NAMES and DROP_REASON_COUNT in step.
+ * Why a packet is dropped. Codes index the drop counters; what leaves the process is the name
+ * (DROP_REASON_NAMES, the metrics' `reason` label). Keep DROP_REASON_NAMES and DROP_REASON_COUNT in step.
  */
 export const enum DropReason {
   None = 0,
@@ -55,28 +56,26 @@ export const enum DropReason {
   BadIpChecksum = 5,
   /** MF set or fragment offset != 0: kube-tun does not reassemble. */
   Fragment = 6,
-  /** Set by the pipeline when `decrementTtl` returns false (parseIpv4 never returns it). */
-  TtlExpired = 7,
   /** IP payload shorter than the fixed L4 header (TCP 20, UDP 8, ICMP 8). */
-  TruncatedL4 = 8,
+  TruncatedL4 = 7,
   /** TCP/UDP/ICMP checksum wrong (only when verification is requested). */
-  BadL4Checksum = 9,
+  BadL4Checksum = 8,
   /** Protocol other than TCP/UDP/ICMP/IPIP. The IP fields of PacketMeta are valid. */
-  UnsupportedProto = 10,
+  UnsupportedProto = 9,
   /** TCP data offset < 5 or beyond the IP payload. */
-  BadTcpHeader = 11,
+  BadTcpHeader = 10,
   /** ICMP error quoting fewer bytes than the inner IP header + 8. */
-  IcmpTruncatedInner = 12,
+  IcmpTruncatedInner = 11,
   /** UDP length field < 8 or larger than the IP payload. */
-  BadUdpLength = 13,
+  BadUdpLength = 12,
   /** ICMP error whose quoted header is not IPv4 or has IHL < 5. */
-  IcmpBadInner = 14,
+  IcmpBadInner = 13,
   /** decapIpip on a packet whose protocol is not 4. */
-  NotIpip = 15,
+  NotIpip = 14,
   /** IPIP payload shorter than an IPv4 header or not IPv4. */
-  IpipBadInner = 16,
+  IpipBadInner = 15,
   /** IPIP outer header marked CE over a Not-ECT inner packet (RFC 6040; Linux drops it). */
-  IpipEcnError = 17,
+  IpipEcnError = 16,
 }
 
 /** Kebab-case names indexed by DropReason code. */
@@ -88,7 +87,6 @@ export const DROP_REASON_NAMES: readonly string[] = Object.freeze([
   'bad-total-length',
   'bad-ip-checksum',
   'fragment',
-  'ttl-expired',
   'truncated-l4',
   'bad-l4-checksum',
   'unsupported-proto',
@@ -102,7 +100,7 @@ export const DROP_REASON_NAMES: readonly string[] = Object.freeze([
 ]);
 
 /** Number of DropReason codes (== DROP_REASON_NAMES.length); size counters arrays with it. */
-export const DROP_REASON_COUNT = 18;
+export const DROP_REASON_COUNT = 17;
 
 /**
  * Parsed facts about one IPv4 packet, filled by `parseIpv4`. Reuse one instance per worker; every
@@ -216,7 +214,7 @@ export function parseIpv4(
 
   if (!(off >= 0 && len >= IPV4_MIN_HEADER_LEN && off + len <= buf.length)) return DropReason.TooShort;
   const verIhl = buf[off + IPV4_VER_IHL];
-  if (verIhl >>> 4 !== 4) return DropReason.NotIpv4;
+  if (verIhl >>> 4 !== IPV4_VERSION) return DropReason.NotIpv4;
   const ihl = (verIhl & 0x0f) << 2;
   if (ihl < IPV4_MIN_HEADER_LEN || ihl > len) return DropReason.BadIhl;
   const totalLen = read16(buf, off + IPV4_TOTAL_LEN);
@@ -304,7 +302,7 @@ function parseIcmpInner(buf: Uint8Array, ioff: number, ilen: number, m: PacketMe
   m.innerLen = ilen;
   if (ilen < IPV4_MIN_HEADER_LEN) return DropReason.IcmpTruncatedInner;
   const verIhl = buf[ioff + IPV4_VER_IHL];
-  if (verIhl >>> 4 !== 4) return DropReason.IcmpBadInner;
+  if (verIhl >>> 4 !== IPV4_VERSION) return DropReason.IcmpBadInner;
   const ihl = (verIhl & 0x0f) << 2;
   if (ihl < IPV4_MIN_HEADER_LEN) return DropReason.IcmpBadInner;
   if (ilen < ihl + 8) return DropReason.IcmpTruncatedInner;
@@ -446,24 +444,6 @@ function rewriteAddrPort(buf: Uint8Array, m: PacketMeta, addr: number, port: num
 export function rewriteIcmpId(buf: Uint8Array, m: PacketMeta, id: number): void {
   if (m.proto !== IPPROTO_ICMP || !icmpIsEcho(m.icmpType)) return;
   rewriteAddrPort(buf, m, m.src, id, true);
-}
-
-/**
- * Decrements the TTL with an incremental IP checksum update (as Linux ip_decrease_ttl). Returns
- * false, leaving the packet untouched, if the TTL is <= 1 (it would reach 0: the pipeline drops it
- * with DropReason.TtlExpired and may send ICMP time exceeded).
- */
-export function decrementTtl(buf: Uint8Array, m: PacketMeta): boolean {
-  const ttl = m.ttl;
-  if (ttl <= 1) return false;
-  const off = m.off;
-  // TTL is the high byte of the 16-bit word it shares with the protocol.
-  const oldWord = read16(buf, off + IPV4_TTL);
-  buf[off + IPV4_TTL] = ttl - 1;
-  const at = off + IPV4_CHECKSUM;
-  write16(buf, at, csumApply(read16(buf, at), csumDelta16(oldWord, oldWord - 0x100)));
-  m.ttl = ttl - 1;
-  return true;
 }
 
 /**

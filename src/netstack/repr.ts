@@ -36,6 +36,7 @@ import {
   IPV4_TOTAL_LEN,
   IPV4_TTL,
   IPV4_VER_IHL,
+  IPV4_VERSION,
 } from './ipv4';
 import { IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP } from './proto';
 import {
@@ -95,7 +96,7 @@ export const Ipv4Repr = {
     checkRange(buf, off, len, 'ipv4');
     if (len < IPV4_MIN_HEADER_LEN) fail(`ipv4: ${len} bytes is shorter than a header`);
     const verIhl = buf[off + IPV4_VER_IHL];
-    if (verIhl >>> 4 !== 4) fail(`ipv4: version ${verIhl >>> 4}`);
+    if (verIhl >>> 4 !== IPV4_VERSION) fail(`ipv4: version ${verIhl >>> 4}`);
     const ihl = (verIhl & 0x0f) << 2;
     if (ihl < IPV4_MIN_HEADER_LEN || ihl > len) fail(`ipv4: bad header length ${ihl}`);
     const total = read16(buf, off + IPV4_TOTAL_LEN);
@@ -132,7 +133,7 @@ export const Ipv4Repr = {
     const total = ihl + repr.payloadLen;
     if (total > IPV4_MAX_TOTAL_LEN) fail(`ipv4: total length ${total} > 65535`);
     checkRange(buf, off, ihl, 'ipv4 emit');
-    buf[off + IPV4_VER_IHL] = 0x40 | (ihl >>> 2);
+    buf[off + IPV4_VER_IHL] = (IPV4_VERSION << 4) | (ihl >>> 2);
     buf[off + IPV4_TOS] = (repr.tos ?? 0) & 0xff;
     write16(buf, off + IPV4_TOTAL_LEN, total);
     write16(buf, off + IPV4_ID, repr.id ?? 0);

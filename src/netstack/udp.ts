@@ -7,8 +7,6 @@
  * LENGTH covers header + data. The checksum covers the IPv4 pseudo header (with LENGTH) and the
  * datagram; 0 means "no checksum" and a computed 0 is transmitted as 0xFFFF.
  */
-import { read16 } from './bytes';
-
 export const UDP_SRC_PORT = 0;
 export const UDP_DST_PORT = 2;
 export const UDP_LENGTH = 4;
@@ -19,16 +17,3 @@ export const UDP_HEADER_LEN = 8;
 export const UDP_CHECKSUM_NONE = 0;
 /** What a computed checksum of 0 is sent as (Linux CSUM_MANGLED_0). */
 export const UDP_CHECKSUM_MANGLED_0 = 0xffff;
-
-export function udpSrcPort(buf: Uint8Array, off: number): number {
-  return read16(buf, off + UDP_SRC_PORT);
-}
-export function udpDstPort(buf: Uint8Array, off: number): number {
-  return read16(buf, off + UDP_DST_PORT);
-}
-export function udpLength(buf: Uint8Array, off: number): number {
-  return read16(buf, off + UDP_LENGTH);
-}
-export function udpChecksum(buf: Uint8Array, off: number): number {
-  return read16(buf, off + UDP_CHECKSUM);
-}
