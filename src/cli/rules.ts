@@ -2,7 +2,11 @@
 import * as fs from 'node:fs';
 import { loadConfig, makeNodeSettings, buildRules, renderIptablesSave, parseIPv4, importIptablesSave, tracePacket, formatTrace } from '../nat';
 import type { RuleSet, NodeSettings } from '../nat';
+import { IPPROTO_ICMP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, protoName } from '../netstack/proto';
 import { UsageError, intFlag } from './flags';
+
+/** What `kube-tun trace --proto` takes. */
+const TRACE_PROTOS = [IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP, IPPROTO_ICMP].map(protoName);
 
 function flagsOf(v: Record<string, any>) {
   return { hostnameOverride: v['hostname-override'] ?? v.node, clusterCIDR: v['cluster-cidr'], masqueradeAll: v['masquerade-all'], nodeIPs: v['node-ip'] };
@@ -51,8 +55,10 @@ export function trace(v: Record<string, any>): number {
     return a;
   };
   const port = (name: 'sport' | 'dport', dflt: number) => intFlag(v[name], name) ?? dflt;
-  const proto = String(v.proto ?? 'tcp').toLowerCase();
-  if (!['tcp', 'udp', 'icmp', 'sctp'].includes(proto)) throw new UsageError(`--proto: expected tcp, udp, sctp or icmp, got "${proto}"`);
+  const proto = String(v.proto ?? protoName(IPPROTO_TCP)).toLowerCase();
+  if (!TRACE_PROTOS.includes(proto)) {
+    throw new UsageError(`--proto: expected ${TRACE_PROTOS.slice(0, -1).join(', ')} or ${TRACE_PROTOS[TRACE_PROTOS.length - 1]}, got "${proto}"`);
+  }
   const result = tracePacket(rs, { proto, src: addr('src'), dst: addr('dst'), sport: port('sport', 40000), dport: port('dport', 0) }, { localAddresses });
   process.stdout.write(v.json ? JSON.stringify(result, null, 2) + '\n' : formatTrace(result).replace(/\n?$/, '\n'));
   return 0;

@@ -7,6 +7,7 @@
 // to the node's (masquerade) address would be delivered locally without passing through us.
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
+import { IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, protoName } from '../netstack/proto';
 
 export interface RoutingPlan {
   tun: string;
@@ -24,7 +25,7 @@ export interface RoutingPlan {
 export const DEFAULT_TABLE_FROM_TUN = 100;
 export const DEFAULT_TABLE_TO_TUN = 200;
 // Rule priorities; the local table is moved from 0 to PREF_LOCAL.
-const POD_PROTOS = ['tcp', 'udp', 'icmp'];
+const POD_PROTOS = [IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP].map(protoName);
 const PREF_FROM_TUN = 100, PREF_FROM_TUN_SKIP = 101, PREF_PODS = 200, PREF_NODEPORT_TCP = 210,
   PREF_NODEPORT_UDP = 211, PREF_LOCAL = 300;
 
@@ -64,8 +65,8 @@ export function setupCommands(p: RoutingPlan): string[][] {
     }
   }
   cmds.push(
-    ['rule', 'add', 'pref', String(PREF_NODEPORT_TCP), 'to', p.nodeIP, 'ipproto', 'tcp', 'dport', range, 'lookup', String(p.tableToTun)],
-    ['rule', 'add', 'pref', String(PREF_NODEPORT_UDP), 'to', p.nodeIP, 'ipproto', 'udp', 'dport', range, 'lookup', String(p.tableToTun)],
+    ['rule', 'add', 'pref', String(PREF_NODEPORT_TCP), 'to', p.nodeIP, 'ipproto', protoName(IPPROTO_TCP), 'dport', range, 'lookup', String(p.tableToTun)],
+    ['rule', 'add', 'pref', String(PREF_NODEPORT_UDP), 'to', p.nodeIP, 'ipproto', protoName(IPPROTO_UDP), 'dport', range, 'lookup', String(p.tableToTun)],
   );
   return cmds;
 }

@@ -6,14 +6,14 @@ import { loadConfig, makeNodeSettings, buildRules, compileMatcher, renderIptable
 import type { Matcher, ClusterState, NodeSettings, RuleSet } from '../nat';
 import { formatCidr } from '../nat/ip';
 import { countRules } from '../nat/rules/ir';
+import { IPIP_HEADER_LEN } from '../netstack/ipip';
 import type { DataPathSettings, RemoteNode } from '../datapath/pipeline';
 import { RoutingPlan, DEFAULT_TABLE_FROM_TUN, DEFAULT_TABLE_TO_TUN } from './routing';
 
 export const DEFAULT_CT_MAX = 262144;
 const UNDERLAY_MTU = 1500;
-const IPIP_OVERHEAD = 20;
-// PERF-NOTES.md: a backend keeps TIME_WAIT for 60 s; handing the same (masq addr, port) to it
-// again inside that window makes it drop the SYN (PAWS).
+// A backend keeps a closed connection in TIME_WAIT for 60 s (Linux TCP_TIMEWAIT_LEN); handing it
+// the same (masquerade addr, port) again inside that window makes it drop the new SYN (PAWS).
 const AVOID_REUSE_MS = 60_000;
 
 export interface DaemonOptions {
@@ -80,7 +80,7 @@ export function loadDataPath(o: DaemonOptions): LoadedDataPath {
     tunnelAddress: node.tunnelAddr ?? 0,
     serviceNet: node.serviceCIDR.addr, serviceMask: node.serviceCIDR.mask,
     remoteNodes,
-    tunnelMtu: UNDERLAY_MTU - IPIP_OVERHEAD,
+    tunnelMtu: UNDERLAY_MTU - IPIP_HEADER_LEN,
     fullyRandom: node.randomFully,
     avoidReuseMs: AVOID_REUSE_MS,
   };
