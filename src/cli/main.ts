@@ -2,7 +2,8 @@
 import { parseArgs } from 'node:util';
 import * as path from 'node:path';
 import pino from 'pino';
-import { controlRequest, defaultControlSocket } from '../control/control-socket';
+import { controlRequest, defaultControlSocket, DEFAULT_CONTROL_DIR } from '../control/control-socket';
+import { DEFAULT_HEALTHZ_BIND_ADDRESS, DEFAULT_METRICS_BIND_ADDRESS } from '../ops/http';
 import { loadDaemonConfigFile, mergeFlags, explicitFlags, ConfigFileError } from './config-file';
 import { OPTIONS, UsageError, intFlag } from './flags';
 import { CONNTRACK_TOOL } from '../ops/conntrack-filter';
@@ -12,7 +13,7 @@ const USAGE = `usage: kube-tun <command> [options]
   run        --config FILE [--config FILE…] --hostname-override NODE [--tun kt0] [--ct-max N]
              [--cluster-cidr CIDR] [--masquerade-all] [--rules DUMP] [--log-level info]
              [--control-socket PATH] [--no-watch] [--keep-routing]
-             [--metrics-bind-address 127.0.0.1:10249] [--healthz-bind-address 127.0.0.1:10256]
+             [--metrics-bind-address ${DEFAULT_METRICS_BIND_ADDRESS}] [--healthz-bind-address ${DEFAULT_HEALTHZ_BIND_ADDRESS}]
              [--sync-period 30s] [--ready-fd N] [--pcap FILE [--pcap-max-packets N]]
              [--daemon-config FILE]
              attach to a TUN device and do the node's service NAT (--node is an alias of
@@ -34,7 +35,7 @@ const USAGE = `usage: kube-tun <command> [options]
   cleanup    [--tun kt0] [--force]   remove the TUN device, routes and policy rules kube-tun
              installed and restore the local table rule (idempotent)
 
-  Daemon commands find it through --control-socket (default /run/kube-tun/<tun>.sock).
+  Daemon commands find it through --control-socket (default ${DEFAULT_CONTROL_DIR}/<tun>.sock).
 `;
 
 /** Commands that take positional arguments (the rest reject them). */

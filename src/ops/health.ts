@@ -101,11 +101,7 @@ export function createHealthServer(opts: HealthServerOptions): HealthServer {
     }
     notFound(res);
   });
-  const listening = listenOn(server, addr);
-  listening.then(
-    (a) => opts.log?.info({ address: `${a.address}:${a.port}` }, 'healthz server listening'),
-    (e: Error) => opts.log?.error({ err: e.message, bindAddress: opts.bindAddress }, 'healthz server failed to start'),
-  );
+  const listening = listenOn(server, addr, { log: opts.log, what: 'healthz', bindAddress: opts.bindAddress });
   return {
     close: () => closeServer(server),
     listening,

@@ -2,6 +2,7 @@
 // and closing, and the plain-text error answers both give.
 import type * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Logger } from 'pino';
 
 /** kube-proxy's ports: --healthz-bind-address and --metrics-bind-address. */
 export const HEALTHZ_PORT = 10256;
@@ -39,9 +40,13 @@ export function parseBindAddress(s: string, defaultPort?: number): BindAddress {
   return { host, port };
 }
 
-/** Starts listening; resolves with the bound address (port 0 -> the OS's choice), rejects on EADDRINUSE etc. */
-export function listenOn(server: http.Server, addr: BindAddress): Promise<AddressInfo> {
-  return new Promise((resolve, reject) => {
+/**
+ * Starts listening; resolves with the bound address (port 0 -> the OS's choice), rejects on
+ * EADDRINUSE etc. With `announce`, logs either way ("<what> server listening" / "… failed to start",
+ * naming `bindAddress` as given).
+ */
+export function listenOn(server: http.Server, addr: BindAddress, announce?: { log?: Logger; what: string; bindAddress?: string }): Promise<AddressInfo> {
+  const listening = new Promise<AddressInfo>((resolve, reject) => {
     const onError = (e: Error) => reject(e);
     server.once('error', onError);
     // host '' = all interfaces (node binds :: with IPv4-mapped, or 0.0.0.0 without IPv6)
@@ -50,6 +55,14 @@ export function listenOn(server: http.Server, addr: BindAddress): Promise<Addres
       resolve(server.address() as AddressInfo);
     });
   });
+  if (announce) {
+    const { log, what, bindAddress } = announce;
+    listening.then(
+      (a) => log?.info({ address: `${a.address}:${a.port}` }, `${what} server listening`),
+      (e: Error) => log?.error({ err: e.message, bindAddress }, `${what} server failed to start`),
+    );
+  }
+  return listening;
 }
 
 /** Close the server now, dropping keep-alive connections (scrapers keep them open). */

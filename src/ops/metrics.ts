@@ -275,10 +275,6 @@ export function createMetricsServer(opts: MetricsServerOptions): MetricsServer {
       },
     );
   });
-  const listening = listenOn(server, addr);
-  listening.then(
-    (a) => opts.log?.info({ address: `${a.address}:${a.port}` }, 'metrics server listening'),
-    (e: Error) => opts.log?.error({ err: e.message, bindAddress: opts.bindAddress }, 'metrics server failed to start'),
-  );
+  const listening = listenOn(server, addr, { log: opts.log, what: 'metrics', bindAddress: opts.bindAddress });
   return { close: () => closeServer(server), registry, listening, server };
 }
