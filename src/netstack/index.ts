@@ -1,4 +1,4 @@
-/** src/netstack codecs (the TUN addon lives in ./tun and is imported from there directly). */
+/** src/netstack: the pure wire layer (codecs, checksums, protocol facts); no I/O and no node:* (the TUN and pcap live in src/io). */
 export * from './addr';
 export * from './bytes';
 export * from './checksum';

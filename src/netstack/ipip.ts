@@ -35,8 +35,8 @@ export const IPIP_HEADER_LEN = 20;
 
 /**
  * Prepends an outer IPv4 header to the inner packet at buf[innerOff .. innerOff+innerLen), writing it at
- * innerOff - 20 (the caller provides the headroom, e.g. tun.ts HEADROOM). Returns the new start offset
- * (innerOff - 20); the encapsulated packet is innerLen + 20 bytes long. Returns -1, writing nothing, if
+ * innerOff - IPIP_HEADER_LEN (the caller provides the headroom, e.g. io/tun.ts HEADROOM). Returns the
+ * new start offset; the encapsulated packet is innerLen + IPIP_HEADER_LEN bytes long. Returns -1, writing nothing, if
  * there is no headroom, the inner packet is shorter than an IPv4 header or the result would exceed
  * 65535 bytes. The inner packet is not modified. No allocation.
  */
