@@ -120,9 +120,10 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`\nbench: ${sig}: stopping loads and tearing the labs down\n`);
     void teardown().finally(() => process.exit(130));
   };
-  const onInt = () => onSignal('SIGINT'), onTerm = () => onSignal('SIGTERM');
+  const onInt = () => onSignal('SIGINT'), onTerm = () => onSignal('SIGTERM'), onHup = () => onSignal('SIGHUP');
   process.on('SIGINT', onInt);
   process.on('SIGTERM', onTerm);
+  process.on('SIGHUP', onHup);
 
   const result: BenchResult = {
     tool: 'kube-tun bench', schema: 1, mode, command: `npm run bench${argv.length ? ` -- ${argv.join(' ')}` : ''}`,
@@ -166,6 +167,7 @@ export async function main(argv: string[]): Promise<number> {
     await teardown();
     process.off('SIGINT', onInt);
     process.off('SIGTERM', onTerm);
+    process.off('SIGHUP', onHup);
   }
   if (abort.requested && interrupted) {
     process.stderr.write('bench: interrupted; no results written\n');
