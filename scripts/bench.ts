@@ -19,12 +19,25 @@ export const CASES = ['conn-rate', 'bulk', 'udp', 'latency', 'rules', 'memory', 
 type CaseId = (typeof CASES)[number];
 
 const USAGE = `usage: npm run bench -- [--quick | --tiny] [--only CASE[,CASE…]] [--reps N] [--backends legacy,nft] [--out DIR] [--no-latest]
-                          [--self-test wrong-path]
+                          [--publish] [--self-test wrong-path]
   cases: ${CASES.join(', ')}
   --quick   smoke run, under 5 minutes     --tiny   seconds; 1 repetition, tiny loads (test/bench.test.ts)
   default   full run, under 30 minutes
+  --out DIR   where the results go (default bench/runs/, not tracked by git)
+  --publish   write them to bench/results/ (tracked) and refresh the README's table of this mode
   --self-test wrong-path   leave kernel NAT rules on the kube-tun side: the run must fail its path checks
 `;
+
+/** The README's bench tables sit between these markers, one pair per mode ("full", "quick"). */
+export const README_MARKERS = (mode: string) => [`<!-- bench:${mode} -->`, `<!-- /bench:${mode} -->`] as const;
+
+/** Put `md` between the README's markers of this mode; false when the README has no such markers. */
+export function publishToReadme(readme: string, mode: string, md: string): string | null {
+  const [open, close] = README_MARKERS(mode);
+  const a = readme.indexOf(open), b = readme.indexOf(close);
+  if (a < 0 || b < a) return null;
+  return `${readme.slice(0, a + open.length)}\n${md.trim()}\n${readme.slice(b)}`;
+}
 
 export function paramsFor(mode: 'full' | 'quick' | 'tiny'): Params {
   const common = { concurrency: 50, floodRate: 40_000, backends: ['legacy', 'nft'] as IptablesBackend[] };
@@ -73,22 +86,38 @@ function hostInfo(): Record<string, unknown> {
   };
 }
 
-export async function main(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
+function parse(argv: string[]) {
+  return parseArgs({
     args: argv,
     options: {
       quick: { type: 'boolean' }, tiny: { type: 'boolean' }, only: { type: 'string', multiple: true }, reps: { type: 'string' },
       backends: { type: 'string' }, out: { type: 'string' }, 'no-latest': { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
-      'self-test': { type: 'string' },
+      'self-test': { type: 'string' }, publish: { type: 'boolean' },
     },
     strict: true, allowPositionals: false,
   });
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let values: ReturnType<typeof parse>['values'];
+  try {
+    values = parse(argv).values;
+  } catch (e: any) {
+    // A typo in a flag is a usage error, not a stack trace.
+    process.stderr.write(`bench: ${String(e.message).split('. ')[0].replace(/'/g, '"')}\n${USAGE}`);
+    return 2;
+  }
   if (values.help) { process.stdout.write(USAGE); return 0; }
+  if (values.publish && values.out) { process.stderr.write('bench: --publish writes to bench/results; it does not take --out\n'); return 2; }
+  if (values.reps !== undefined && !/^[1-9][0-9]{0,2}$/.test(values.reps)) {
+    process.stderr.write(`bench: --reps: "${values.reps}" is not a whole number from 1 to 999\n`);
+    return 2;
+  }
   if (process.getuid && process.getuid() !== 0) { process.stderr.write('bench: needs root (network namespaces, TUN, iptables)\n'); return 2; }
   for (const f of [CLI, PROBE]) if (!fs.existsSync(f)) { process.stderr.write(`bench: ${f} missing; run \`npm run build\`\n`); return 2; }
   const mode = values.tiny ? 'tiny' : values.quick ? 'quick' : 'full';
   const p = paramsFor(mode);
-  if (values.reps) p.reps = Math.max(1, Number(values.reps));
+  if (values.reps) p.reps = Number(values.reps);
   if (values.backends) p.backends = values.backends.split(',').map((b) => b.trim()) as IptablesBackend[];
   for (const b of p.backends) if (b !== 'legacy' && b !== 'nft') { process.stderr.write(`bench: unknown backend ${b}\n`); return 2; }
   const only = new Set<CaseId>();
@@ -98,7 +127,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   if (values['self-test'] !== undefined && values['self-test'] !== 'wrong-path') { process.stderr.write(`bench: unknown self-test "${values['self-test']}"\n`); return 2; }
   const want = (c: CaseId) => only.size === 0 || only.has(c);
-  const outDir = path.resolve(values.out ?? path.join(REPO_ROOT, 'bench', 'results'));
+  const outDir = path.resolve(values.out ?? path.join(REPO_ROOT, 'bench', values.publish ? 'results' : 'runs'));
   fs.mkdirSync(outDir, { recursive: true });
 
   const t0 = Date.now();
@@ -120,9 +149,10 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`\nbench: ${sig}: stopping loads and tearing the labs down\n`);
     void teardown().finally(() => process.exit(130));
   };
-  const onInt = () => onSignal('SIGINT'), onTerm = () => onSignal('SIGTERM');
+  const onInt = () => onSignal('SIGINT'), onTerm = () => onSignal('SIGTERM'), onHup = () => onSignal('SIGHUP');
   process.on('SIGINT', onInt);
   process.on('SIGTERM', onTerm);
+  process.on('SIGHUP', onHup);
 
   const result: BenchResult = {
     tool: 'kube-tun bench', schema: 1, mode, command: `npm run bench${argv.length ? ` -- ${argv.join(' ')}` : ''}`,
@@ -166,6 +196,7 @@ export async function main(argv: string[]): Promise<number> {
     await teardown();
     process.off('SIGINT', onInt);
     process.off('SIGTERM', onTerm);
+    process.off('SIGHUP', onHup);
   }
   if (abort.requested && interrupted) {
     process.stderr.write('bench: interrupted; no results written\n');
@@ -190,6 +221,14 @@ export async function main(argv: string[]): Promise<number> {
   }
   process.stdout.write('\n' + md + '\n');
   log(`wrote ${files.json}, ${path.basename(files.md)}, ${path.basename(files.svg)}`);
+  if (values.publish && result.ok) {
+    const readmeFile = path.join(REPO_ROOT, 'README.md');
+    const table = md.split('\n').filter((l) => l.startsWith('|')).join('\n');
+    const block = `${table}\n\nCommand: \`${result.command}\`, ${result.startedAt.slice(0, 10)}. Notes: [bench/results/${base}.md](bench/results/${base}.md), chart:\n\n![kube-tun vs kernel netfilter, ${mode} run](bench/results/${base}.svg)`;
+    const next = publishToReadme(fs.readFileSync(readmeFile, 'utf8'), mode, block);
+    if (next === null) log(`README.md has no ${README_MARKERS(mode).join(' … ')} markers: table not refreshed`);
+    else { fs.writeFileSync(readmeFile, next); log(`README.md: ${mode} table refreshed`); }
+  }
   if (!result.ok) {
     process.stderr.write(`bench: FAILED — ${result.failures.length} problem(s):\n${result.failures.map((f) => `  - ${f.split('\n')[0]}`).join('\n')}\n`);
     return 1;

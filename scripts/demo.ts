@@ -3,7 +3,7 @@
 import { execFileSync, spawn, ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Lab, LAB_CONFIG, REPO_ROOT, NodeName, NODES, sleep, DNS_NAME, collectStaleLabs } from './lab';
+import { Lab, LAB_CONFIG, REPO_ROOT, NodeName, NODES, sleep, DNS_NAME, collectStaleLabs, cleanupOnSignals } from './lab';
 
 const CLI = path.join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js');
 const bold = (s: string) => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
@@ -46,12 +46,16 @@ async function main(): Promise<void> {
   collectStaleLabs();
   const lab = new Lab({ nodes: ['worker-1', 'worker-2'], outside: true });
   const nodes: Node[] = [];
-  const cleanup = async () => {
-    for (const n of nodes) if (n.child.exitCode === null) n.child.kill('SIGTERM');
-    await sleep(300);
-    await lab.destroy();
+  let cleaning: Promise<void> | undefined;
+  const cleanup = () => {
+    cleaning ??= (async () => {
+      for (const n of nodes) if (n.child.exitCode === null) n.child.kill('SIGTERM');
+      await sleep(300);
+      await lab.destroy();
+    })();
+    return cleaning;
   };
-  process.once('SIGINT', () => { void cleanup().then(() => process.exit(130)); });
+  cleanupOnSignals(cleanup);
   try {
     console.log(bold(`building lab ${lab.prefix}: worker-1, worker-2, pods, underlay 192.168.2.0/24, outside client`));
     await lab.build();
@@ -79,6 +83,9 @@ async function main(): Promise<void> {
         ['curl', '-s', '--max-time', '5', ...close, 'http://10.101.57.98/[1-6]']],
     ];
     for (const [title, ns, cmd] of scenarios) {
+      // Let a pending signal's handler run between scenarios (each is a blocking call), and stop there.
+      await new Promise((r) => setImmediate(r));
+      if (cleaning) return;
       console.log(bold(title));
       const out = tryExec(lab, ns, cmd);
       console.log(title.startsWith('9.') ? out.trim().split('\n').map((l) => `    ${l}`).join('\n') : summarize(out));

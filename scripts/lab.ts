@@ -44,7 +44,15 @@ export interface LabOptions {
   prefix?: string;
   /** Kernel twin of the lab (benchmarks): the kernel does the service NAT instead of kube-tun. */
   kernelNat?: boolean | KernelNatOptions;
+  /**
+   * A lab that outlives the process that built it (`npm run lab -- up`): its processes are
+   * detached, and the stale-lab collector leaves it alone until `lab down` removes it.
+   */
+  persistent?: boolean;
 }
+
+/** What a persistent lab's state file says instead of its owner's pid. */
+const PERSISTENT = 'persistent';
 
 export const SERVICE_CIDR = '10.96.0.0/12';
 export type IptablesBackend = 'legacy' | 'nft';
@@ -85,10 +93,12 @@ export class Lab {
   readonly pods: PodSpec[];
   private children: ChildProcess[] = [];
   private namespaces: string[] = [];
-  private destroyed = false;
+  private destroying?: Promise<void>;
+  readonly persistent: boolean;
 
   constructor(opts: LabOptions = {}) {
     this.prefix = opts.prefix ?? `kt${randomBytes(3).toString('hex')}`;
+    this.persistent = opts.persistent ?? false;
     this.dir = path.join('/tmp', `kube-tun-${this.prefix}`);
     const want = new Set(opts.nodes ?? ['worker-1']);
     this.nodes = NODES.filter((n) => want.has(n.name));
@@ -116,8 +126,11 @@ export class Lab {
   /** Start a long-running process in a namespace; it is killed by destroy(). */
   spawn(ns: string, cmd: string[], opts: { logFile?: string; env?: NodeJS.ProcessEnv } = {}): ChildProcess {
     const out = opts.logFile ? fs.openSync(opts.logFile, 'a') : 'ignore';
-    const child = spawn('ip', ['netns', 'exec', ns, ...cmd], { stdio: ['ignore', out, out], env: opts.env ?? process.env });
+    const child = spawn('ip', ['netns', 'exec', ns, ...cmd], {
+      stdio: ['ignore', out, out], env: opts.env ?? process.env, detached: this.persistent,
+    });
     if (typeof out === 'number') fs.closeSync(out);
+    if (this.persistent) child.unref();
     this.children.push(child);
     return child;
   }
@@ -125,7 +138,7 @@ export class Lab {
   async build(): Promise<this> {
     fs.mkdirSync(this.dir, { recursive: true });
     fs.mkdirSync(STATE_DIR, { recursive: true });
-    fs.writeFileSync(path.join(STATE_DIR, this.prefix), `${process.pid}\n`);
+    fs.writeFileSync(path.join(STATE_DIR, this.prefix), `${this.persistent ? PERSISTENT : process.pid}\n`);
     try {
       this.buildTopology();
       if (this.kernelNat) this.setupKernelNat();
@@ -281,21 +294,58 @@ http {
     return n;
   }
 
-  async destroy(): Promise<void> {
-    if (this.destroyed) return;
-    this.destroyed = true;
+  /** Idempotent: every caller (a signal handler, a finally block) waits for the same teardown. */
+  destroy(): Promise<void> {
+    this.destroying ??= this.teardown();
+    return this.destroying;
+  }
+
+  private async teardown(): Promise<void> {
     for (const c of this.children) if (c.exitCode === null) c.kill('SIGTERM');
     await sleep(100);
-    for (const ns of [...this.namespaces].reverse()) {
-      // Processes in a namespace outlive `ip netns del`: kill whatever is still inside.
-      try {
-        const pids = run('ip', ['netns', 'pids', ns]).split(/\s+/).filter(Boolean);
-        for (const pid of pids) { try { process.kill(Number(pid), 'SIGKILL'); } catch { /* gone */ } }
-      } catch { /* namespace gone */ }
-      try { run('ip', ['netns', 'del', ns]); } catch { /* already gone */ }
-    }
+    for (const ns of [...this.namespaces].reverse()) removeNamespace(ns);
     fs.rmSync(this.dir, { recursive: true, force: true });
     fs.rmSync(path.join(STATE_DIR, this.prefix), { force: true });
+  }
+}
+
+/** Kill what runs inside a namespace (processes outlive `ip netns del`), then delete it. */
+function removeNamespace(ns: string): void {
+  try {
+    for (const pid of run('ip', ['netns', 'pids', ns]).split(/\s+/).filter(Boolean)) {
+      try { process.kill(Number(pid), 'SIGKILL'); } catch { /* gone */ }
+    }
+  } catch { /* namespace gone */ }
+  try { run('ip', ['netns', 'del', ns]); } catch { /* already gone */ }
+}
+
+/** Every namespace, process and file of the lab with this prefix, whoever built it. */
+export function removeLab(prefix: string): void {
+  const mine = run('ip', ['netns', 'list']).split('\n').map((l) => l.split(' ')[0]).filter((n) => n.startsWith(`${prefix}-`));
+  for (const ns of mine) removeNamespace(ns);
+  fs.rmSync(path.join(STATE_DIR, prefix), { force: true });
+  fs.rmSync(path.join('/tmp', `kube-tun-${prefix}`), { recursive: true, force: true });
+}
+
+/** Prefixes of the labs kept up by `npm run lab -- up`. */
+export function persistentLabs(): string[] {
+  if (!fs.existsSync(STATE_DIR)) return [];
+  return fs.readdirSync(STATE_DIR).filter((p) => fs.readFileSync(path.join(STATE_DIR, p), 'utf8').trim() === PERSISTENT);
+}
+
+/**
+ * Run `cleanup` once on SIGINT, SIGTERM or SIGHUP, then exit with 128 + the signal's number, so
+ * that Ctrl-C (or a kill) in the middle of a demo, lab build or bench leaves nothing behind.
+ */
+export function cleanupOnSignals(cleanup: () => Promise<void>, say: (s: string) => void = (s) => console.error(s)): void {
+  let running = false;
+  for (const [sig, n] of [['SIGINT', 2], ['SIGTERM', 15], ['SIGHUP', 1]] as const) {
+    process.on(sig, () => {
+      if (running) return;
+      running = true;
+      say(`${sig}: removing what this run built`);
+      cleanup().catch((e) => say(`cleanup: ${e.message}`)).finally(() => process.exit(128 + n));
+    });
   }
 }
 
@@ -304,18 +354,12 @@ export function collectStaleLabs(): string[] {
   const removed: string[] = [];
   if (!fs.existsSync(STATE_DIR)) return removed;
   for (const prefix of fs.readdirSync(STATE_DIR)) {
-    const pid = Number(fs.readFileSync(path.join(STATE_DIR, prefix), 'utf8'));
+    const owner = fs.readFileSync(path.join(STATE_DIR, prefix), 'utf8').trim();
+    if (owner === PERSISTENT) continue; // `npm run lab -- down` removes it
     let alive = false;
-    try { process.kill(pid, 0); alive = true; } catch { /* dead */ }
+    try { process.kill(Number(owner), 0); alive = true; } catch { /* dead */ }
     if (alive) continue;
-    for (const ns of run('ip', ['netns', 'list']).split('\n').map((l) => l.split(' ')[0]).filter((n) => n.startsWith(`${prefix}-`))) {
-      try {
-        for (const p of run('ip', ['netns', 'pids', ns]).split(/\s+/).filter(Boolean)) { try { process.kill(Number(p), 'SIGKILL'); } catch { /* gone */ } }
-        run('ip', ['netns', 'del', ns]);
-      } catch { /* raced */ }
-    }
-    fs.rmSync(path.join(STATE_DIR, prefix), { force: true });
-    fs.rmSync(path.join('/tmp', `kube-tun-${prefix}`), { recursive: true, force: true });
+    removeLab(prefix);
     removed.push(prefix);
   }
   return removed;

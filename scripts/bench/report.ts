@@ -81,6 +81,17 @@ function wrap(text: string, width: number): string[] {
   return out;
 }
 
+/**
+ * A y axis with round ticks: the step is 1, 2, 2.5 or 5 times a power of ten, chosen so that about
+ * four steps cover the data with some room above the tallest bar (its label sits there).
+ */
+export function niceAxis(max: number): { top: number; step: number } {
+  if (!(max > 0) || !Number.isFinite(max)) return { top: 1, step: 0.25 };
+  const raw = (max * 1.12) / 4, pow = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 2.5, 5, 10].map((m) => m * pow).find((s) => s >= raw)!;
+  return { top: Math.ceil((max * 1.12) / step) * step, step };
+}
+
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 
 /** One panel per (case, group, charted metric): bars per variant, error bars min–max. */
@@ -125,16 +136,17 @@ export function svg(r: BenchResult): string {
   }
   panels.forEach((p, i) => {
     const x0 = 10 + (i % COLS) * PW, y0 = TOP + Math.floor(i / COLS) * PH;
-    const plotX = x0 + 46, plotY = y0 + 46, plotW = PW - 66, plotH = PH - 86;
+    // The plot starts below the title and its two subtitle lines, so the top tick label never touches them.
+    const plotX = x0 + 46, plotY = y0 + 58, plotW = PW - 66, plotH = PH - 98;
     o.push(`<text x="${x0 + 4}" y="${y0 + 14}" font-weight="bold">${esc(p.title)}</text>`);
     const lines = wrap(p.sub, 56).slice(0, 2);
     lines.forEach((l, k) => o.push(`<text x="${x0 + 4}" y="${y0 + 28 + k * 13}" fill="#444">${esc(l)}</text>`));
-    const top = Math.max(...p.bars.map((b) => Math.max(b.s.max, b.s.median))) * 1.18 || 1;
+    const { top, step } = niceAxis(Math.max(...p.bars.map((b) => Math.max(b.s.max, b.s.median))));
     const y = (val: number) => plotY + plotH - (val / top) * plotH;
     o.push(`<line x1="${plotX}" y1="${plotY + plotH}" x2="${plotX + plotW}" y2="${plotY + plotH}" stroke="#333"/>`);
     o.push(`<line x1="${plotX}" y1="${plotY}" x2="${plotX}" y2="${plotY + plotH}" stroke="#333"/>`);
-    for (let t = 0; t <= 4; t++) {
-      const val = (top / 4) * t, yy = y(val);
+    for (let t = 0; t * step <= top * (1 + 1e-9); t++) {
+      const val = +(t * step).toPrecision(12), yy = y(val);
       o.push(`<line x1="${plotX - 3}" y1="${yy.toFixed(1)}" x2="${plotX + plotW}" y2="${yy.toFixed(1)}" stroke="#e5e5e5"/>`);
       o.push(`<text x="${plotX - 5}" y="${(yy + 3).toFixed(1)}" text-anchor="end" fill="#555">${esc(fmt(val))}</text>`);
     }

@@ -8,7 +8,27 @@ export interface ControlRequest { cmd: string; args?: Record<string, unknown> }
 export type ControlHandler = (req: ControlRequest, sock: net.Socket) => string | void | Promise<string | void>;
 
 export const DEFAULT_CONTROL_DIR = '/run/kube-tun';
-export function defaultControlSocket(tun: string): string { return path.join(DEFAULT_CONTROL_DIR, `${tun}.sock`); }
+
+/** The network namespace this process runs in, as its inode number ('' when /proc does not say). */
+function netnsInode(pid: number | 'self'): string {
+  try {
+    return /\[(\d+)\]/.exec(fs.readlinkSync(`/proc/${pid}/ns/net`))?.[1] ?? '';
+  } catch {
+    return '';
+  }
+}
+
+/**
+ * `/run/kube-tun/<tun>.sock` in the host's network namespace; inside any other one
+ * `/run/kube-tun/netns-<inode>/<tun>.sock`. /run is shared by all network namespaces, so without
+ * the namespace in the path the daemons of two node namespaces (each with its own kt0) would
+ * claim the same socket, and `ip netns exec NODE kube-tun conntrack -L` could not find its own.
+ */
+export function defaultControlSocket(tun: string): string {
+  const mine = netnsInode('self'), host = netnsInode(1);
+  const dir = mine === '' || mine === host ? DEFAULT_CONTROL_DIR : path.join(DEFAULT_CONTROL_DIR, `netns-${mine}`);
+  return path.join(dir, `${tun}.sock`);
+}
 
 /**
  * Listen on `file` (mode 0600). A stale socket left by a killed daemon is replaced; one a live
