@@ -13,7 +13,7 @@ import { ConntrackTable } from './conntrack';
 import { Pipeline } from './datapath/pipeline';
 import { BatchLoop } from './datapath/loop';
 import { setupRouting, teardownRouting } from './control/routing';
-import { serveControl } from './control/control-socket';
+import { serveControl, removeNetnsSocketDir } from './control/control-socket';
 import type { DaemonOptions } from './control/sync';
 import { Reloader } from './control/reloader';
 import { handleControl } from './control/verbs';
@@ -142,6 +142,7 @@ export class Daemon {
     if (this.control) {
       this.control.close();
       try { fs.rmSync(this.opts.controlSocket, { force: true }); } catch { /* ignore */ }
+      removeNetnsSocketDir(this.opts.controlSocket);
     }
     this.ipip?.close();
     this.tun?.close();

@@ -35,7 +35,8 @@ const USAGE = `usage: kube-tun <command> [options]
   cleanup    [--tun kt0] [--force]   remove the TUN device, routes and policy rules kube-tun
              installed and restore the local table rule (idempotent)
 
-  Daemon commands find it through --control-socket (default ${DEFAULT_CONTROL_DIR}/<tun>.sock).
+  Daemon commands find it through --control-socket (default ${DEFAULT_CONTROL_DIR}/<tun>.sock in the host's
+  network namespace, ${DEFAULT_CONTROL_DIR}/netns-<inode>/<tun>.sock in any other: one daemon per namespace).
 `;
 
 /** Commands that take positional arguments (the rest reject them). */

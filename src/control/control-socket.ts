@@ -30,6 +30,13 @@ export function defaultControlSocket(tun: string): string {
   return path.join(dir, `${tun}.sock`);
 }
 
+/** A default socket's per-namespace directory goes with its last socket. */
+export function removeNetnsSocketDir(file: string): void {
+  const dir = path.dirname(file);
+  if (path.dirname(dir) !== DEFAULT_CONTROL_DIR || !path.basename(dir).startsWith('netns-')) return;
+  try { fs.rmdirSync(dir); } catch { /* not empty or gone */ }
+}
+
 /**
  * Listen on `file` (mode 0600). A stale socket left by a killed daemon is replaced; one a live
  * daemon still answers on is not (two daemons on one path would steal each other's clients):
