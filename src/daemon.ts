@@ -4,7 +4,7 @@
 import { performance } from 'node:perf_hooks';
 import * as fs from 'node:fs';
 import type { Logger } from 'pino';
-import { TunDevice, IpipSocket, PacketBatch } from './io/tun';
+import { TunDevice, IpipSocket, PacketBatch } from './io';
 import { PcapTap, pcapControl } from './io/pcap';
 import { ConntrackTable, ConntrackEventType, formatEntry, formatEvent, protoName } from './conntrack';
 import {

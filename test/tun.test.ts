@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { HEADROOM, MAX_READ_PACKET, PacketBatch, SLOT_SIZE, TunDevice } from '../src/io/tun';
+import { HEADROOM, MAX_READ_PACKET, PacketBatch, SLOT_SIZE, TunDevice } from '../src/io';
 
 const ROOT = path.resolve(__dirname, '..');
 const NS = `kt${randomBytes(4).toString('hex')}-tun`;

@@ -8,7 +8,7 @@
 
 import * as dgram from 'node:dgram';
 import * as readline from 'node:readline';
-import { IpipSocket, PacketBatch, TunDevice } from '../../src/io/tun';
+import { IpipSocket, PacketBatch, TunDevice } from '../../src/io';
 
 type Dev = TunDevice | IpipSocket;
 
