@@ -22,7 +22,7 @@
 
 #include "common.h"
 
-#include <linux/if_tun.h>
+#include <errno.h>
 #include <string.h>
 #include <uv.h>
 
@@ -131,6 +131,38 @@ bool ParseWriteArgs(const Napi::CallbackInfo& info, const char* usage, WriteArgs
   out->lens = lensArr.Data();
   out->count = static_cast<uint32_t>(count);
   return true;
+}
+
+void ReadTally::Flush(double* stats) const {
+  if (stats == nullptr) return;
+  stats[READ_STAT_PACKETS] += packets;
+  stats[READ_STAT_BYTES] += bytes;
+  stats[READ_STAT_OVERSIZE] += oversize;
+  stats[READ_STAT_CALLS] += calls;
+  stats[READ_STAT_ERRORS] += errors;
+  if (lastErrno != 0) stats[READ_STAT_LAST_ERRNO] = lastErrno;
+}
+
+void WriteTally::Backpressure(const uint32_t* lens, uint32_t from, uint32_t count) {
+  for (uint32_t j = from; j < count; j++) {
+    if (lens[j] != 0) backpressure += 1;
+  }
+}
+
+void WriteTally::Flush(double* stats) const {
+  if (stats == nullptr) return;
+  stats[WRITE_STAT_PACKETS] += packets;
+  stats[WRITE_STAT_BYTES] += bytes;
+  stats[WRITE_STAT_BACKPRESSURE] += backpressure;
+  stats[WRITE_STAT_ERRORS] += errors;
+  stats[WRITE_STAT_CALLS] += calls;
+  if (lastErrno != 0) stats[WRITE_STAT_LAST_ERRNO] = lastErrno;
+}
+
+WriteFailure ClassifyWriteErrno(int e) {
+  if (e == EAGAIN || e == EWOULDBLOCK || e == ENOBUFS) return WriteFailure::Backpressure;
+  if (e == EBADF) return WriteFailure::Fatal;
+  return WriteFailure::Skip;
 }
 
 namespace {

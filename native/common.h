@@ -74,6 +74,34 @@ struct WriteArgs {
 };
 bool ParseWriteArgs(const Napi::CallbackInfo& info, const char* usage, WriteArgs* out);
 
+// What one batch read or write counted; Flush adds it to the caller's stats array (nullptr: none).
+struct ReadTally {
+  double packets = 0, bytes = 0, oversize = 0, calls = 0, errors = 0;
+  int lastErrno = 0;
+  void Error(int e) {
+    errors += 1;
+    lastErrno = e;
+  }
+  void Flush(double* stats) const;
+};
+
+struct WriteTally {
+  double packets = 0, bytes = 0, backpressure = 0, errors = 0, calls = 0;
+  int lastErrno = 0;
+  void Skip(int e) {  // the kernel rejected one packet (or it lay outside the slab): skipped
+    errors += 1;
+    lastErrno = e;
+  }
+  // EAGAIN/ENOBUFS at packet `from`: it and every later non-empty packet stay unwritten.
+  void Backpressure(const uint32_t* lens, uint32_t from, uint32_t count);
+  void Flush(double* stats) const;
+};
+
+// How a batch write treats a failed packet's errno: stop the batch (EAGAIN/EWOULDBLOCK/ENOBUFS),
+// throw (EBADF: the fd is gone), or skip the packet and go on (anything else).
+enum class WriteFailure { Backpressure, Fatal, Skip };
+WriteFailure ClassifyWriteErrno(int e);
+
 // Registered in addon.cc's Init.
 Napi::Value OpenTun(const Napi::CallbackInfo& info);
 Napi::Value OpenIpipSocket(const Napi::CallbackInfo& info);

@@ -78,41 +78,34 @@ Napi::Value RecvBatch(const Napi::CallbackInfo& info) {
     msgs[i].msg_len = 0;
   }
   int r;
-  double calls = 0;
+  ReadTally t;
   do {
-    calls += 1;
+    t.calls += 1;
     r = recvmmsg(a.fd, msgs, vlen, MSG_DONTWAIT, nullptr);
   } while (r < 0 && errno == EINTR);
   if (r < 0) {
     const int e = errno;
-    if (stats != nullptr) stats[READ_STAT_CALLS] += calls;
-    if (e == EAGAIN || e == EWOULDBLOCK) return Napi::Number::New(env, 0);
-    if (stats != nullptr) {
-      stats[READ_STAT_ERRORS] += 1;
-      stats[READ_STAT_LAST_ERRNO] = e;
-    }
+    const bool drained = e == EAGAIN || e == EWOULDBLOCK;
+    if (!drained) t.Error(e);
+    t.Flush(stats);
+    if (drained) return Napi::Number::New(env, 0);
     ThrowErrno(env, "recvmmsg", "fd " + std::to_string(a.fd), e);
     return env.Undefined();
   }
   uint32_t n = 0;
-  double bytes = 0, oversize = 0;
   for (int k = 0; k < r; k++) {
     const size_t len = msgs[k].msg_len;
     if ((msgs[k].msg_hdr.msg_flags & MSG_TRUNC) != 0 || len >= room) {
-      oversize += 1;
+      t.oversize += 1;
       continue;
     }
     a.offs[n] = static_cast<uint32_t>(static_cast<size_t>(k) * a.slotSize + a.headroom);
     a.lens[n] = static_cast<uint32_t>(len);
-    bytes += static_cast<double>(len);
+    t.bytes += static_cast<double>(len);
     n++;
   }
-  if (stats != nullptr) {
-    stats[READ_STAT_PACKETS] += n;
-    stats[READ_STAT_BYTES] += bytes;
-    stats[READ_STAT_OVERSIZE] += oversize;
-    stats[READ_STAT_CALLS] += calls;
-  }
+  t.packets = n;
+  t.Flush(stats);
   return Napi::Number::New(env, n);
 }
 
@@ -127,9 +120,7 @@ Napi::Value SendBatch(const Napi::CallbackInfo& info) {
     ThrowType(env, usage);
     return env.Undefined();
   }
-  uint32_t written = 0;
-  double bytes = 0, backpressure = 0, errors = 0, calls = 0;
-  int lastErrno = 0;
+  WriteTally t;
   int fatal = 0;
   uint32_t i = 0;  // next batch index to consider
 
@@ -143,8 +134,7 @@ Napi::Value SendBatch(const Napi::CallbackInfo& info) {
       if (len == 0) continue;
       const uint32_t off = a.offs[i];
       if (static_cast<size_t>(off) + len > a.slabLen || len < kIpv4MinHeader) {
-        errors += 1;
-        lastErrno = EINVAL;
+        t.Skip(EINVAL);
         continue;
       }
       struct sockaddr_in& sa = tls.addrs[m];
@@ -164,47 +154,38 @@ Napi::Value SendBatch(const Napi::CallbackInfo& info) {
     }
     uint32_t k = 0;
     while (k < m) {
-      calls += 1;
+      t.calls += 1;
       int r = sendmmsg(a.fd, tls.msgs.data() + k, m - k, MSG_DONTWAIT);
       if (r > 0) {
-        for (int j = 0; j < r; j++) bytes += static_cast<double>(tls.iovs[k + j].iov_len);
-        written += static_cast<uint32_t>(r);
+        for (int j = 0; j < r; j++) t.bytes += static_cast<double>(tls.iovs[k + j].iov_len);
+        t.packets += r;
         k += static_cast<uint32_t>(r);
         continue;
       }
-      const int e = errno;
-      if (r < 0 && e == EINTR) continue;
-      if (r == 0 || e == EAGAIN || e == EWOULDBLOCK || e == ENOBUFS) {
+      const int e = r == 0 ? EAGAIN : errno;
+      if (e == EINTR) continue;
+      const WriteFailure f = ClassifyWriteErrno(e);
+      if (f == WriteFailure::Backpressure) {
         // Everything from msgs[k] on, and the batch's later packets, stay unwritten.
-        for (uint32_t j = tls.index[k]; j < a.count; j++) {
-          if (a.lens[j] != 0) backpressure += 1;
-        }
+        t.Backpressure(a.lens, tls.index[k], a.count);
         i = a.count;
         break;
       }
-      if (e == EBADF) {
+      if (f == WriteFailure::Fatal) {
         fatal = e;
         break;
       }
-      errors += 1;  // sendmmsg reports an error only for the first message: skip it and go on
-      lastErrno = e;
+      t.Skip(e);  // sendmmsg reports an error only for the first message: skip it and go on
       k++;
     }
   }
 
-  if (stats != nullptr) {
-    stats[WRITE_STAT_PACKETS] += written;
-    stats[WRITE_STAT_BYTES] += bytes;
-    stats[WRITE_STAT_BACKPRESSURE] += backpressure;
-    stats[WRITE_STAT_ERRORS] += errors;
-    stats[WRITE_STAT_CALLS] += calls;
-    if (lastErrno != 0) stats[WRITE_STAT_LAST_ERRNO] = lastErrno;
-  }
+  t.Flush(stats);
   if (fatal != 0) {
     ThrowErrno(env, "sendmmsg", "fd " + std::to_string(a.fd), fatal);
     return env.Undefined();
   }
-  return Napi::Number::New(env, written);
+  return Napi::Number::New(env, static_cast<uint32_t>(t.packets));
 }
 
 }  // namespace kt

@@ -236,13 +236,13 @@ Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
   iov[0].iov_base = &hdr;
   iov[0].iov_len = sizeof(hdr);
   uint32_t n = 0;
-  double bytes = 0, oversize = 0, calls = 0, errors = 0;
+  ReadTally t;
   int err = 0;
 
   while (n < a.capacity) {
     const size_t off = static_cast<size_t>(n) * a.slotSize + a.headroom;
     ssize_t r;
-    calls += 1;
+    t.calls += 1;
     if (vnet != nullptr) {
       iov[1].iov_base = a.slab + off;
       iov[1].iov_len = room;
@@ -257,13 +257,12 @@ Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
     }
     if (r == 0) break;  // neither a TUN nor a raw socket returns 0; do not spin on it
     if (static_cast<size_t>(r) < hdrLen) {
-      errors += 1;
-      if (stats != nullptr) stats[READ_STAT_LAST_ERRNO] = EPROTO;
+      t.Error(EPROTO);
       continue;
     }
     const size_t len = static_cast<size_t>(r) - hdrLen;
     if (len >= room) {
-      oversize += 1;
+      t.oversize += 1;
       continue;
     }
     a.offs[n] = static_cast<uint32_t>(off);
@@ -277,18 +276,13 @@ Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
       v[VNET_CSUM_START] = hdr.csum_start;
       v[VNET_CSUM_OFFSET] = hdr.csum_offset;
     }
-    bytes += static_cast<double>(len);
+    t.bytes += static_cast<double>(len);
     n++;
   }
 
-  if (stats != nullptr) {
-    stats[READ_STAT_PACKETS] += n;
-    stats[READ_STAT_BYTES] += bytes;
-    stats[READ_STAT_OVERSIZE] += oversize;
-    stats[READ_STAT_CALLS] += calls;
-    stats[READ_STAT_ERRORS] += errors + (err != 0 ? 1 : 0);
-    if (err != 0) stats[READ_STAT_LAST_ERRNO] = err;
-  }
+  t.packets = n;
+  if (err != 0) t.Error(err);
+  t.Flush(stats);
   if (err != 0 && n == 0) {
     ThrowErrno(env, vnet != nullptr ? "readv" : "read", "fd " + std::to_string(a.fd), err);
     return env.Undefined();
@@ -322,9 +316,7 @@ Napi::Value WriteBatch(const Napi::CallbackInfo& info) {
   struct iovec iov[2];
   iov[0].iov_base = &hdr;
   iov[0].iov_len = sizeof(hdr);
-  uint32_t written = 0;
-  double bytes = 0, backpressure = 0, errors = 0, calls = 0;
-  int lastErrno = 0;
+  WriteTally t;
   int fatal = 0;
 
   for (uint32_t i = 0; i < a.count; i++) {
@@ -332,8 +324,7 @@ Napi::Value WriteBatch(const Napi::CallbackInfo& info) {
     if (len == 0) continue;
     const uint32_t off = a.offs[i];
     if (static_cast<size_t>(off) + len > a.slabLen) {
-      errors += 1;
-      lastErrno = EINVAL;
+      t.Skip(EINVAL);
       continue;
     }
     if (vnet != nullptr) {
@@ -349,42 +340,33 @@ Napi::Value WriteBatch(const Napi::CallbackInfo& info) {
     }
     ssize_t r;
     do {
-      calls += 1;
+      t.calls += 1;
       r = vnet != nullptr ? writev(a.fd, iov, 2) : write(a.fd, a.slab + off, len);
     } while (r < 0 && errno == EINTR);
     if (r >= 0) {
-      written++;
-      bytes += static_cast<double>(len);
+      t.packets += 1;
+      t.bytes += static_cast<double>(len);
       continue;
     }
     const int e = errno;
-    if (e == EAGAIN || e == EWOULDBLOCK || e == ENOBUFS) {
-      for (uint32_t j = i; j < a.count; j++) {
-        if (a.lens[j] != 0) backpressure += 1;
-      }
+    const WriteFailure f = ClassifyWriteErrno(e);
+    if (f == WriteFailure::Backpressure) {
+      t.Backpressure(a.lens, i, a.count);
       break;
     }
-    if (e == EBADF) {
+    if (f == WriteFailure::Fatal) {
       fatal = e;
       break;
     }
-    errors += 1;
-    lastErrno = e;
+    t.Skip(e);
   }
 
-  if (stats != nullptr) {
-    stats[WRITE_STAT_PACKETS] += written;
-    stats[WRITE_STAT_BYTES] += bytes;
-    stats[WRITE_STAT_BACKPRESSURE] += backpressure;
-    stats[WRITE_STAT_ERRORS] += errors;
-    stats[WRITE_STAT_CALLS] += calls;
-    if (lastErrno != 0) stats[WRITE_STAT_LAST_ERRNO] = lastErrno;
-  }
+  t.Flush(stats);
   if (fatal != 0) {
     ThrowErrno(env, vnet != nullptr ? "writev" : "write", "fd " + std::to_string(a.fd), fatal);
     return env.Undefined();
   }
-  return Napi::Number::New(env, written);
+  return Napi::Number::New(env, static_cast<uint32_t>(t.packets));
 }
 
 }  // namespace kt

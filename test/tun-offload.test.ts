@@ -95,12 +95,7 @@ beforeAll(async () => {
 afterAll(async () => {
   try {
     server?.stdin?.end();
-    if (helper !== undefined && helper.proc.exitCode === null && helper.proc.signalCode === null) {
-      helper.proc.stdin.end();
-      const t = setTimeout(() => helper?.proc.kill('SIGKILL'), 5_000);
-      await helper.exited;
-      clearTimeout(t);
-    }
+    await helper?.stop();
   } finally {
     for (const n of created) sh('ip', ['netns', 'del', n]);
   }

@@ -41,12 +41,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   try {
-    if (helper !== undefined && helper.proc.exitCode === null && helper.proc.signalCode === null) {
-      helper.proc.stdin.end();
-      const t = setTimeout(() => helper?.proc.kill('SIGKILL'), 5_000);
-      await helper.exited;
-      clearTimeout(t);
-    }
+    await helper?.stop();
   } finally {
     if (nsCreated) sh('ip', ['netns', 'del', NS]);
   }

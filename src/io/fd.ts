@@ -41,15 +41,29 @@ export abstract class BatchFd {
 
   protected abstract describe(): string;
 
+  /** The one native call that fills `batch` (slots from 0); returns the packet count. */
+  protected abstract readNative(batch: PacketBatch): number;
+
+  /** The one native call that writes packets i < count of `batch`; returns how many were written. */
+  protected abstract writeNative(batch: PacketBatch, count: number): number;
+
   /** Fills the batch with one native call; sets batch.count; 0 when nothing is ready. */
-  abstract read(batch: PacketBatch): number;
+  read(batch: PacketBatch): number {
+    if (this.closedFlag) this.assertOpen();
+    const n = this.readNative(batch);
+    batch.count = n;
+    return n;
+  }
 
   /**
    * Writes packets i < count (default batch.count) with lens[i] > 0, in one native call; returns how
    * many were written. Never throws for a bad packet: rejected packets are counted in writeErrors,
    * packets left unwritten by EAGAIN/ENOBUFS in writeBackpressureDrops. Throws only if the fd is gone.
    */
-  abstract write(batch: PacketBatch, count?: number): number;
+  write(batch: PacketBatch, count?: number): number {
+    if (this.closedFlag) this.assertOpen();
+    return this.writeNative(batch, count === undefined ? batch.count : count);
+  }
 
   get closed(): boolean {
     return this.closedFlag;

@@ -25,33 +25,14 @@ export class IpipSocket extends BatchFd {
   }
 
   /** One recvmmsg(); the returned packets get a zero vnet header (plain, checksums complete). */
-  read(batch: PacketBatch): number {
-    if (this.closed) this.assertOpen();
-    const n = this.native.recvBatch(
-      this.fd,
-      batch.slab,
-      batch.offs,
-      batch.lens,
-      batch.slotSize,
-      HEADROOM,
-      batch.capacity,
-      this.readStats,
-    );
-    batch.count = n;
-    if (n > 0) batch.vnet.fill(0, 0, n * VNET.FIELDS);
+  protected readNative(b: PacketBatch): number {
+    const n = this.native.recvBatch(this.fd, b.slab, b.offs, b.lens, b.slotSize, HEADROOM, b.capacity, this.readStats);
+    if (n > 0) b.vnet.fill(0, 0, n * VNET.FIELDS);
     return n;
   }
 
   /** sendmmsg() of whole IPv4 (outer) packets, each to its own destination address. */
-  write(batch: PacketBatch, count?: number): number {
-    if (this.closed) this.assertOpen();
-    return this.native.sendBatch(
-      this.fd,
-      batch.slab,
-      batch.offs,
-      batch.lens,
-      count === undefined ? batch.count : count,
-      this.writeStats,
-    );
+  protected writeNative(b: PacketBatch, count: number): number {
+    return this.native.sendBatch(this.fd, b.slab, b.offs, b.lens, count, this.writeStats);
   }
 }

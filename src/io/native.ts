@@ -72,41 +72,22 @@ export interface OpenTunOptions {
   offload?: boolean;
 }
 
+/** (fd, slab, offs, lens, slotSize, headroom, capacity, stats?): a batch read's arguments. */
+type ReadArgs = [fd: number, slab: Buffer, offs: Uint32Array, lens: Uint32Array, slotSize: number, headroom: number, capacity: number];
+/** (fd, slab, offs, lens, count, stats?): a batch write's arguments. */
+type WriteArgs = [fd: number, slab: Buffer, offs: Uint32Array, lens: Uint32Array, count: number];
+
 /** The addon's exports (native/addon.cc). */
 export interface NativeAddon {
   openTun(name: string, opts?: OpenTunOptions): OpenTunResult;
   openIpipSocket(): number;
-  readBatch(
-    fd: number,
-    slab: Buffer,
-    offs: Uint32Array,
-    lens: Uint32Array,
-    slotSize: number,
-    headroom: number,
-    capacity: number,
-    stats?: Float64Array,
-    vnet?: Uint16Array,
-  ): number;
-  writeBatch(
-    fd: number,
-    slab: Buffer,
-    offs: Uint32Array,
-    lens: Uint32Array,
-    count: number,
-    stats?: Float64Array,
-    vnet?: Uint16Array,
-  ): number;
-  recvBatch(
-    fd: number,
-    slab: Buffer,
-    offs: Uint32Array,
-    lens: Uint32Array,
-    slotSize: number,
-    headroom: number,
-    capacity: number,
-    stats?: Float64Array,
-  ): number;
-  sendBatch(fd: number, slab: Buffer, offs: Uint32Array, lens: Uint32Array, count: number, stats?: Float64Array): number;
+  /** read()/readv() per packet; vnet only on a TUN with IFF_VNET_HDR. */
+  readBatch(...args: [...ReadArgs, stats?: Float64Array, vnet?: Uint16Array]): number;
+  writeBatch(...args: [...WriteArgs, stats?: Float64Array, vnet?: Uint16Array]): number;
+  /** recvmmsg(): one call per batch (sockets only). */
+  recvBatch(...args: [...ReadArgs, stats?: Float64Array]): number;
+  /** sendmmsg() of whole IPv4 packets to their own destination (the IP_HDRINCL raw socket). */
+  sendBatch(...args: [...WriteArgs, stats?: Float64Array]): number;
   pollStart(fd: number, callback: () => void): PollHandle;
   pollStop(handle: PollHandle): void;
   closeFd(fd: number): void;

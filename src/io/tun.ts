@@ -47,33 +47,12 @@ export class TunDevice extends BatchFd {
     return `TunDevice ${this.name}`;
   }
 
-  read(batch: PacketBatch): number {
-    if (this.closed) this.assertOpen();
-    const n = this.native.readBatch(
-      this.fd,
-      batch.slab,
-      batch.offs,
-      batch.lens,
-      batch.slotSize,
-      HEADROOM,
-      batch.capacity,
-      this.readStats,
-      this.vnetHdr ? batch.vnet : undefined,
-    );
-    batch.count = n;
-    return n;
+  protected readNative(b: PacketBatch): number {
+    const vnet = this.vnetHdr ? b.vnet : undefined;
+    return this.native.readBatch(this.fd, b.slab, b.offs, b.lens, b.slotSize, HEADROOM, b.capacity, this.readStats, vnet);
   }
 
-  write(batch: PacketBatch, count?: number): number {
-    if (this.closed) this.assertOpen();
-    return this.native.writeBatch(
-      this.fd,
-      batch.slab,
-      batch.offs,
-      batch.lens,
-      count === undefined ? batch.count : count,
-      this.writeStats,
-      this.vnetHdr ? batch.vnet : undefined,
-    );
+  protected writeNative(b: PacketBatch, count: number): number {
+    return this.native.writeBatch(this.fd, b.slab, b.offs, b.lens, count, this.writeStats, this.vnetHdr ? b.vnet : undefined);
   }
 }

@@ -60,4 +60,13 @@ export class Helper {
       this.proc.stdin.write(JSON.stringify({ id, op, ...args }) + '\n');
     });
   }
+
+  /** Ends its stdin (the helper closes what it opened and exits); SIGKILL after 5 s. */
+  async stop(): Promise<void> {
+    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return;
+    this.proc.stdin.end();
+    const t = setTimeout(() => this.proc.kill('SIGKILL'), 5_000);
+    await this.exited;
+    clearTimeout(t);
+  }
 }
