@@ -16,11 +16,27 @@
  *     how the daemon sends IPIP today; the kernel then forwards them) or the raw socket's
  *     sendmmsg() (IpipSocket.write); ktbio1 drops them.
  * Each case stops after `packets-per-case` packets or 10 s.
+ *
+ * Then the TUN itself, offloads off and on: a TUN pair, the second moved to a second namespace,
+ * forwarded both ways in this process (read a batch from one, write it unchanged into the other,
+ * vnet header included), carrying one TCP transfer of 256 MiB (client and sink are child
+ * processes). Prints Gbit/s, TUN reads per MiB and the largest packet read.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import { HEADROOM, IpipSocket, PacketBatch, READ_STAT, TunDevice, WRITE_STAT, loadNative } from '../src/io';
+import * as readline from 'node:readline';
+import {
+  HEADROOM,
+  IpipSocket,
+  OFFLOAD_SLOT_SIZE,
+  PacketBatch,
+  READ_STAT,
+  TunDevice,
+  WRITE_STAT,
+  loadNative,
+  offloadNames,
+} from '../src/io';
 import { IPPROTO_IPIP, buildPacket, parseIp } from '../src/netstack';
 
 const PACKETS = Number(process.argv[2] ?? 200_000);
@@ -93,7 +109,84 @@ function sendCase(name: string, write: (b: PacketBatch) => number, calls: () => 
   return { name, packets: sent, calls: calls() - calls0, ms: performance.now() - t0 };
 }
 
-function inner(): void {
+/**
+ * Node source of a TCP sink listening on 0.0.0.0:port: hashes what it receives, answers
+ * "<sha256> <bytes>" and closes; prints "listening" when ready; exits when its stdin ends.
+ * (Also used by test/tun-offload.test.ts.)
+ */
+export function tcpSinkSource(port: number): string {
+  return `
+const net = require('node:net'), crypto = require('node:crypto');
+net.createServer((s) => {
+  const h = crypto.createHash('sha256'); let n = 0;
+  s.on('data', (d) => { h.update(d); n += d.length; });
+  s.on('end', () => s.end(h.digest('hex') + ' ' + n + '\\n'));
+  s.on('error', () => {});
+}).listen(${port}, '0.0.0.0', () => console.log('listening'));
+process.stdin.on('end', () => process.exit(0)); process.stdin.resume();
+`;
+}
+
+const CLIENT = (host: string, port: number, bytes: number) => `
+const s = require('node:net').connect(${port}, '${host}'); const chunk = Buffer.alloc(1 << 20, 0x6b);
+let left = ${bytes}, reply = '';
+const pump = () => { while (left > 0) { left -= chunk.length; if (!s.write(chunk)) return s.once('drain', pump); } s.end(); };
+s.on('connect', pump); s.on('data', (d) => (reply += d)); s.on('end', () => console.log(reply.trim()));
+`;
+
+/** Copies every packet read from `a` into `b` unchanged (vnet header included); returns reads/packets/max length seen. */
+function forward(a: TunDevice, b: TunDevice) {
+  const batch = new PacketBatch(32, a.vnetHdr ? OFFLOAD_SLOT_SIZE : undefined);
+  const seen = { maxLen: 0 };
+  a.onReadable(() => {
+    for (let k = 0; k < 64; k++) {
+      const n = a.read(batch);
+      if (n === 0) break;
+      for (let i = 0; i < n; i++) if (batch.lens[i] > seen.maxLen) seen.maxLen = batch.lens[i];
+      b.write(batch);
+    }
+  });
+  return seen;
+}
+
+async function tunForwardCase(peerNs: string, net: number, vnetHdr: boolean): Promise<void> {
+  const BYTES = 256 * 1024 * 1024;
+  const a = TunDevice.open(`ktbfa${net}`, { vnetHdr });
+  const b = TunDevice.open(`ktbfb${net}`, { vnetHdr });
+  const sink = spawn('ip', ['netns', 'exec', peerNs, process.execPath, '-e', tcpSinkSource(7200)], { stdio: ['pipe', 'pipe', 'inherit'] });
+  try {
+    sh('ip', ['link', 'set', b.name, 'netns', peerNs]);
+    sh('ip', ['addr', 'add', `10.204.${net}.1/24`, 'dev', a.name]);
+    sh('ip', ['link', 'set', a.name, 'up']);
+    sh('ip', ['-n', peerNs, 'addr', 'add', `10.204.${net}.2/24`, 'dev', b.name]);
+    sh('ip', ['-n', peerNs, 'link', 'set', b.name, 'up']);
+    await new Promise((r) => readline.createInterface({ input: sink.stdout! }).once('line', r));
+    const ab = forward(a, b);
+    forward(b, a);
+    const t0 = performance.now();
+    const client = spawn(process.execPath, ['-e', CLIENT(`10.204.${net}.2`, 7200, BYTES)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const reply = await new Promise<string>((resolve) => {
+      let out = '';
+      const timer = setTimeout(() => client.kill(), 60_000);
+      client.stdout!.on('data', (d) => (out += d));
+      client.on('exit', () => (clearTimeout(timer), resolve(out.trim())));
+    });
+    const ms = performance.now() - t0;
+    const ok = reply.endsWith(` ${BYTES}`);
+    const reads = a.readStats[READ_STAT.CALLS];
+    console.log(
+      `TUN forward, ${vnetHdr ? `vnet header, offload ${offloadNames(a.offload).join('|')}` : 'plain'}`.padEnd(58) +
+        ` ${ok ? ((BYTES * 8) / ms / 1e6).toFixed(2) + ' Gbit/s' : 'FAILED: ' + reply}  ${(reads / (BYTES / 1048576)).toFixed(1)} reads/MiB` +
+        `  max packet ${ab.maxLen} B  (${ms.toFixed(0)} ms)`,
+    );
+  } finally {
+    sink.stdin!.end();
+    a.close();
+    b.close();
+  }
+}
+
+async function inner(): Promise<void> {
   const tun = TunDevice.open('ktbio0');
   sh('ip', ['addr', 'add', '10.202.0.1/24', 'dev', 'ktbio0']);
   sh('ip', ['link', 'set', 'ktbio0', 'up']);
@@ -110,6 +203,8 @@ function inner(): void {
     report(sendCase('send: raw socket sendmmsg()', (b) => sock.write(b), () => sock.writeStats[WRITE_STAT.CALLS]));
     const s = sock.stats();
     console.log(`raw socket counters: read errors ${s.readErrors}, oversize ${s.readOversizeDrops}, write errors ${s.writeErrors} (last errno ${s.lastWriteErrno}), backpressure ${s.writeBackpressureDrops}`);
+    await tunForwardCase(String(process.env.KT_BENCH_IO_PEER), 1, false);
+    await tunForwardCase(String(process.env.KT_BENCH_IO_PEER), 2, true);
   } finally {
     sock.close();
     sink.close();
@@ -118,20 +213,31 @@ function inner(): void {
 }
 
 function outerMain(): void {
-  const ns = `ktbio-${randomBytes(3).toString('hex')}`;
+  const tag = randomBytes(3).toString('hex');
+  const ns = `ktbio-${tag}`;
+  const peer = `ktbio-${tag}-b`;
   sh('ip', ['netns', 'add', ns]);
+  sh('ip', ['netns', 'add', peer]);
   try {
+    sh('ip', ['-n', peer, 'link', 'set', 'lo', 'up']);
     const register = require.resolve('ts-node/register/transpile-only');
     const r = spawnSync('ip', ['netns', 'exec', ns, process.execPath, '-r', register, __filename, ...process.argv.slice(2)], {
       stdio: 'inherit',
-      env: { ...process.env, KT_BENCH_IO_INNER: '1' },
+      env: { ...process.env, KT_BENCH_IO_INNER: '1', KT_BENCH_IO_PEER: peer },
       timeout: 120_000,
     });
     if (r.status !== 0) process.exitCode = 1;
   } finally {
     sh('ip', ['netns', 'del', ns]);
+    sh('ip', ['netns', 'del', peer]);
   }
 }
 
-if (process.env.KT_BENCH_IO_INNER === '1') inner();
-else outerMain();
+if (require.main === module) {
+  if (process.env.KT_BENCH_IO_INNER === '1') {
+    inner().catch((e) => {
+      console.error(e);
+      process.exitCode = 1;
+    });
+  } else outerMain();
+}

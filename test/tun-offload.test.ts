@@ -24,6 +24,7 @@ import {
   offloadNames,
   tunSysStats,
 } from '../src/io';
+import { tcpSinkSource } from '../scripts/bench-io';
 import { ipv4, udp4, udpValid } from './support/packets';
 import { Helper } from './support/tun-helper';
 
@@ -60,18 +61,6 @@ function patternSha(seed: number, total: number): string {
   return h.digest('hex');
 }
 
-// A TCP sink in NS_B: hashes what it receives, answers "<sha256> <bytes>" and closes.
-const SERVER = `
-const net = require('node:net'), crypto = require('node:crypto');
-net.createServer((s) => {
-  const h = crypto.createHash('sha256'); let n = 0;
-  s.on('data', (d) => { h.update(d); n += d.length; });
-  s.on('end', () => s.end(h.digest('hex') + ' ' + n + '\\n'));
-  s.on('error', () => {});
-}).listen(${SERVER_PORT}, '0.0.0.0', () => console.log('listening'));
-process.stdin.on('end', () => process.exit(0)); process.stdin.resume();
-`;
-
 let helper: Helper | undefined;
 let server: ChildProcess | undefined;
 const created: string[] = [];
@@ -85,7 +74,7 @@ beforeAll(async () => {
     sh('ip', ['-n', n, 'link', 'set', 'lo', 'up']);
   }
   helper = new Helper(NS_A);
-  server = spawn('ip', ['netns', 'exec', NS_B, process.execPath, '-e', SERVER], { stdio: ['pipe', 'pipe', 'inherit'] });
+  server = spawn('ip', ['netns', 'exec', NS_B, process.execPath, '-e', tcpSinkSource(SERVER_PORT)], { stdio: ['pipe', 'pipe', 'inherit'] });
   await new Promise<void>((resolve, reject) => {
     const t = setTimeout(() => reject(new Error('server did not start')), 30_000);
     readline.createInterface({ input: server!.stdout! }).once('line', () => (clearTimeout(t), resolve()));
