@@ -219,6 +219,11 @@ describe(`TUN offloads in ${NS_A} / ${NS_B}`, () => {
     expect(seen.superPackets).toBe(0);
   });
 
+  it('asking for the vnet header does not hide a real open error', async () => {
+    const r = await h().call('openError', { name: 'lo', vnetHdr: true });
+    expect(r).toMatchObject({ threw: true, message: 'TUNSETIFF lo: Invalid argument', code: 'EINVAL' });
+  });
+
   it('a persistent TUN left with offloads by its previous owner is reset to plain: full checksums', async () => {
     const dev = 'ktop0';
     sh('ip', ['-n', NS_A, 'tuntap', 'add', 'dev', dev, 'mode', 'tun']);

@@ -186,7 +186,7 @@ async function handle(req: Record<string, any>): Promise<unknown> {
     }
     case 'openError': {
       try {
-        TunDevice.open(String(req.name)).close();
+        TunDevice.open(String(req.name), req.vnetHdr ? { vnetHdr: true } : undefined).close();
         return { threw: false };
       } catch (e) {
         const err = e as NodeJS.ErrnoException;
