@@ -10,7 +10,7 @@
 // recvmmsg/sendmmsg), poll.cc (uv_poll readiness), this file (shared helpers, module init).
 //
 // Exports (all synchronous; fds are plain numbers; errors are JS Errors with .code/.errno/.syscall):
-//   openTun(name, opts?) -> { fd, name, vnetHdr, offload, offloadRequested }   (see tun.cc)
+//   openTun(name, opts?) -> { fd, name, vnetHdr, offload, offloadRequested, vnetRefused? }  (tun.cc)
 //   openIpipSocket() -> fd
 //   readBatch(fd, slab, offs, lens, slotSize, headroom, capacity, stats?, vnet?) -> count
 //   writeBatch(fd, slab, offs, lens, count, stats?, vnet?) -> written

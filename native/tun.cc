@@ -1,13 +1,14 @@
 // TUN device and fd lifecycle for kube_tun_native (module overview: addon.cc).
 //
-// openTun(name, { vnetHdr?, offload? }) -> { fd, name, vnetHdr, offload, offloadRequested }
+// openTun(name, { vnetHdr?, offload? }) -> { fd, name, vnetHdr, offload, offloadRequested, vnetRefused? }
 //   IFF_TUN | IFF_NO_PI, O_NONBLOCK. With vnetHdr: also IFF_VNET_HDR and TUNSETVNETHDRSZ = 10
 //   (struct virtio_net_hdr, no num_buffers), then TUNSETOFFLOAD with the richest set the kernel
 //   accepts, trying in turn CSUM|TSO4|TSO6|USO4|USO6, CSUM|TSO4|TSO6, CSUM, 0 (the driver refuses a
 //   set with any bit it does not know, EINVAL). `offload: false` asks for the header without offloads.
 //   `offload` in the result is the set that took effect (TUN_F_* bits), `offloadRequested` the first
 //   one tried. If the kernel refuses IFF_VNET_HDR or the header size, the device is reopened plain
-//   and vnetHdr is false in the result: refused optional features never throw.
+//   and vnetHdr is false in the result (vnetRefused: "<ioctl>: <errno text>"): refused optional
+//   features never throw.
 //   Without vnetHdr: TUNSETOFFLOAD(0), because a persistent device keeps the offload flags of its
 //   previous owner, and with any of them set the kernel hands over CHECKSUM_PARTIAL / GSO packets a
 //   reader without the vnet header cannot recognise.
@@ -65,7 +66,6 @@ struct Opened {
   std::string name;
   bool vnetHdr = false;
   unsigned offload = 0;
-  unsigned requested = 0;
   const char* failedSyscall = nullptr;  // set with err when opening failed
   int err = 0;
 };
@@ -103,7 +103,6 @@ Opened TryOpen(const std::string& name, bool vnet, bool offload) {
   }
   unsigned flags = 0;
   if (vnet && offload) {
-    o.requested = kOffloadTries[0];
     for (unsigned f : kOffloadTries) {
       if (ioctl(fd, TUNSETOFFLOAD, static_cast<unsigned long>(f)) == 0) {
         flags = f;
@@ -155,9 +154,7 @@ Napi::Value OpenTun(const Napi::CallbackInfo& info) {
        (strcmp(o.failedSyscall, "TUNSETIFF") == 0 && o.err == EINVAL))) {
     // The kernel refuses the vnet header (or its size): today's plain device instead.
     refused = std::string(o.failedSyscall) + ": " + strerror(o.err);
-    unsigned requested = o.requested;
     o = TryOpen(name, false, false);
-    o.requested = requested;
   }
   if (o.fd < 0) {
     ThrowErrno(env, o.failedSyscall, strcmp(o.failedSyscall, "open") == 0 ? "/dev/net/tun" : name, o.err);
@@ -168,7 +165,7 @@ Napi::Value OpenTun(const Napi::CallbackInfo& info) {
   out.Set("name", Napi::String::New(env, o.name));
   out.Set("vnetHdr", Napi::Boolean::New(env, o.vnetHdr));
   out.Set("offload", Napi::Number::New(env, o.offload));
-  out.Set("offloadRequested", Napi::Number::New(env, o.requested));
+  out.Set("offloadRequested", Napi::Number::New(env, vnet && offload ? kOffloadTries[0] : 0));
   if (!refused.empty()) out.Set("vnetRefused", Napi::String::New(env, refused));
   return out;
 }
