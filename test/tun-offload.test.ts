@@ -272,6 +272,16 @@ describe(`I/O counters in ${NS_A}`, () => {
     expect(r.stats.readPackets - before.readPackets).toBe(N);
   });
 
+  it('the raw IPIP socket discards (and counts) a datagram larger than a slot, keeps the next one', async () => {
+    const big = ipv4(PEER, LOCAL, 4, udp4(PEER, LOCAL, 40000, 7500, Buffer.alloc(3000, 0x62)), 0x3500).toString('hex');
+    const small = ipv4(PEER, LOCAL, 4, udp4(PEER, LOCAL, 40000, 7501, Buffer.from('kt-small')), 0x3501).toString('hex');
+    expect((await h().call<{ written: number }>('write', { dev: 'q', packets: [big, small] })).written).toBe(2);
+    const before = await h().call('stats', { dev: 'ipip' });
+    const r = await h().call<{ count: number; packets: string[]; stats: Record<string, number> }>('readOnce', { dev: 'ipip', capacity: 8 });
+    expect(r.packets).toEqual([small]);
+    expect(r.stats.readOversizeDrops - before.readOversizeDrops).toBe(1);
+  });
+
   it('the raw IPIP socket writes whole outer packets with one sendmmsg, each to its own destination', async () => {
     const outer = [0, 1, 2].map((i) =>
       ipv4(LOCAL, PEER, 4, udp4(LOCAL, PEER, 41000, 8000 + i, Buffer.from(`kt-send-${i}`)), 0x4000 + i).toString('hex'),

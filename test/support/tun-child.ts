@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import * as dgram from 'node:dgram';
 import * as net from 'node:net';
 import * as readline from 'node:readline';
-import { IpipSocket, OFFLOAD_SLOT_SIZE, PacketBatch, TunDevice, VNET, tunSysStats } from '../../src/io';
+import { HEADROOM, IpipSocket, OFFLOAD_SLOT_SIZE, PacketBatch, SLOT_SIZE, TunDevice, VNET, tunSysStats } from '../../src/io';
 
 type Dev = TunDevice | IpipSocket;
 
@@ -209,7 +209,8 @@ async function handle(req: Record<string, any>): Promise<unknown> {
     case 'write': {
       // packets: hex strings; '' = a zero-length slot (must be skipped).
       const hexes: string[] = req.packets;
-      const batch = new PacketBatch(Math.max(1, hexes.length));
+      const big = hexes.some((h) => h.length / 2 > SLOT_SIZE - HEADROOM); // e.g. an oversize-read probe
+      const batch = new PacketBatch(Math.max(1, hexes.length), big ? OFFLOAD_SLOT_SIZE : SLOT_SIZE);
       for (const h of hexes) {
         const i = batch.push(Buffer.from(h, 'hex'));
         if (h === '') batch.lens[i] = 0;
