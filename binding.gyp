@@ -1,10 +1,10 @@
 {
-  # Native side of src/netstack/tun.ts: TUN / raw IPIP socket I/O in batches over a shared slab,
+  # Native side of src/io (native.ts loads it): TUN / raw IPIP socket I/O in batches over a shared slab,
   # plus libuv readiness polling. Built offline by `node-gyp rebuild` (package.json "install").
   "targets": [
     {
       "target_name": "kube_tun_native",
-      "sources": ["native/tun.cc"],
+      "sources": ["native/addon.cc", "native/tun.cc", "native/mmsg.cc", "native/poll.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": [
         "NAPI_VERSION=8",

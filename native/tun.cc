@@ -1,22 +1,25 @@
-// kube_tun_native: the only native code of kube-tun.
+// TUN device and fd lifecycle for kube_tun_native (module overview: addon.cc).
 //
-// Batched packet I/O on a TUN device (IFF_TUN | IFF_NO_PI) and on a raw IPPROTO_IPIP socket,
-// over one slab shared with JavaScript (the udx-native model): packet i of a batch lives at
-// slab[offs[i] .. offs[i] + lens[i]); reads put it at i * slotSize + headroom. One JS -> native call
-// per batch, nothing allocated per packet on either side. Readiness comes from a libuv uv_poll_t
-// on the fd, so the daemon's batch loop runs on the Node event loop.
+// openTun(name, { vnetHdr?, offload? }) -> { fd, name, vnetHdr, offload, offloadRequested, vnetRefused? }
+//   IFF_TUN | IFF_NO_PI, O_NONBLOCK. With vnetHdr: also IFF_VNET_HDR and TUNSETVNETHDRSZ = 10
+//   (struct virtio_net_hdr, no num_buffers), then TUNSETOFFLOAD with the richest set the kernel
+//   accepts, trying in turn CSUM|TSO4|TSO6|USO4|USO6, CSUM|TSO4|TSO6, CSUM, 0 (the driver refuses a
+//   set with any bit it does not know, EINVAL). `offload: false` asks for the header without offloads.
+//   `offload` in the result is the set that took effect (TUN_F_* bits), `offloadRequested` the first
+//   one tried. If the kernel refuses IFF_VNET_HDR or the header size, the device is reopened plain
+//   and vnetHdr is false in the result (vnetRefused: "<ioctl>: <errno text>"): refused optional
+//   features never throw.
+//   Without vnetHdr: TUNSETOFFLOAD(0), because a persistent device keeps the offload flags of its
+//   previous owner, and with any of them set the kernel hands over CHECKSUM_PARTIAL / GSO packets a
+//   reader without the vnet header cannot recognise.
 //
-// Exports (all synchronous; fds are plain numbers; errors are JS Errors with .code/.errno/.syscall):
-//   openTun(name) -> { fd, name }
-//   openIpipSocket() -> fd
-//   readBatch(fd, slab, offs, lens, slotSize, headroom, capacity, stats?) -> count
-//   writeBatch(fd, slab, offs, lens, count, stats?) -> written
-//   pollStart(fd, callback) -> handle;  pollStop(handle)
-//   closeFd(fd)
-// Counter layouts of the optional `stats` Float64Arrays are documented at READ_STAT_* / WRITE_STAT_*.
+// readBatch / writeBatch: one read()/write() per packet (a TUN fd has no recvmmsg). With a vnet
+// Uint16Array argument the fd must have IFF_VNET_HDR: readv()/writev() move the 10-byte header
+// to/from a stack struct and the fields to/from vnet[i*VNET_FIELDS ..] (common.h), so the IP packet
+// sits at offs[i] exactly as without the header. The header is host-endian (TUN's legacy virtio
+// layout; x86/arm64 are little-endian, which is also what virtio 1.0 mandates).
 
-#include <napi.h>
-#include <uv.h>
+#include "common.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -26,76 +29,108 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
-#include <string>
+// Debian 12's linux-libc-dev predates UDP segmentation offload on TUN (kernel 6.2).
+#ifndef TUN_F_USO4
+#define TUN_F_USO4 0x20
+#endif
+#ifndef TUN_F_USO6
+#define TUN_F_USO6 0x40
+#endif
 
+namespace kt {
 namespace {
 
-// ---- readBatch stats (Float64Array, accumulated, never reset by native code) ----
-constexpr size_t READ_STAT_PACKETS = 0;   // packets returned to JS
-constexpr size_t READ_STAT_BYTES = 1;     // bytes returned to JS
-constexpr size_t READ_STAT_OVERSIZE = 2;  // packets discarded: did not fit in slotSize - headroom
-constexpr size_t READ_STAT_LEN = 3;
+constexpr unsigned kOffloadTries[] = {
+    TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_USO4 | TUN_F_USO6,
+    TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6,
+    TUN_F_CSUM,
+    0,
+};
 
-// ---- writeBatch stats (Float64Array, accumulated) ----
-constexpr size_t WRITE_STAT_PACKETS = 0;     // packets written
-constexpr size_t WRITE_STAT_BYTES = 1;       // bytes written
-constexpr size_t WRITE_STAT_BACKPRESSURE = 2;  // packets not written: EAGAIN/ENOBUFS stopped the batch
-constexpr size_t WRITE_STAT_ERRORS = 3;      // packets skipped: the kernel rejected them (EINVAL, EIO, ...)
-                                             // or offs/lens pointed outside the slab
-constexpr size_t WRITE_STAT_LAST_ERRNO = 4;  // errno of the most recent skipped packet
-constexpr size_t WRITE_STAT_LEN = 5;
+// struct virtio_net_hdr of <linux/virtio_net.h>, which C++ cannot include (a field named `class`).
+struct virtio_net_hdr {
+  uint8_t flags;
+  uint8_t gso_type;
+  uint16_t hdr_len;
+  uint16_t gso_size;
+  uint16_t csum_start;
+  uint16_t csum_offset;
+};
+static_assert(sizeof(struct virtio_net_hdr) == 10, "virtio_net_hdr without num_buffers is 10 bytes");
 
-// ---------------------------------------------------------------- errors
+struct Opened {
+  int fd = -1;
+  std::string name;
+  bool vnetHdr = false;
+  unsigned offload = 0;
+  const char* failedSyscall = nullptr;  // set with err when opening failed
+  int err = 0;
+};
 
-void ThrowErrno(Napi::Env env, const char* syscall, const std::string& subject, int err) {
-  std::string msg(syscall);
-  if (!subject.empty()) {
-    msg += ' ';
-    msg += subject;
+// One attempt: open /dev/net/tun and attach with or without IFF_VNET_HDR. On failure of an optional
+// step (vnet header size) returns fd -1 with err/failedSyscall so the caller can retry plain.
+Opened TryOpen(const std::string& name, bool vnet, bool offload) {
+  Opened o;
+  int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    o.err = errno;
+    o.failedSyscall = "open";
+    return o;
   }
-  msg += ": ";
-  msg += strerror(err);
-  Napi::Error e = Napi::Error::New(env, msg);
-  e.Set("code", Napi::String::New(env, uv_err_name(-err)));
-  e.Set("errno", Napi::Number::New(env, -err));
-  e.Set("syscall", Napi::String::New(env, syscall));
-  e.ThrowAsJavaScriptException();
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof(ifr));
+  ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (vnet ? IFF_VNET_HDR : 0);
+  memcpy(ifr.ifr_name, name.data(), name.size());
+  if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+    o.err = errno;
+    o.failedSyscall = "TUNSETIFF";
+    close(fd);
+    return o;
+  }
+  ifr.ifr_name[IFNAMSIZ - 1] = '\0';
+  o.name = ifr.ifr_name;
+  if (vnet) {
+    int sz = static_cast<int>(sizeof(struct virtio_net_hdr));
+    if (ioctl(fd, TUNSETVNETHDRSZ, &sz) < 0) {
+      o.err = errno;
+      o.failedSyscall = "TUNSETVNETHDRSZ";
+      close(fd);
+      return o;
+    }
+  }
+  unsigned flags = 0;
+  if (vnet && offload) {
+    for (unsigned f : kOffloadTries) {
+      if (ioctl(fd, TUNSETOFFLOAD, static_cast<unsigned long>(f)) == 0) {
+        flags = f;
+        break;
+      }
+    }
+    // The last try (0) cannot be refused for a missing feature; if even it failed, fall through to the
+    // mandatory reset below, which reports the error.
+  }
+  if (flags == 0 && ioctl(fd, TUNSETOFFLOAD, 0UL) < 0) {
+    o.err = errno;
+    o.failedSyscall = "TUNSETOFFLOAD";
+    close(fd);
+    return o;
+  }
+  o.fd = fd;
+  o.vnetHdr = vnet;
+  o.offload = flags;
+  return o;
 }
 
-void ThrowType(Napi::Env env, const char* msg) {
-  Napi::TypeError::New(env, msg).ThrowAsJavaScriptException();
-}
+}  // namespace
 
-bool IsUint32Array(const Napi::Value& v) {
-  return v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_uint32_array;
-}
-
-// Optional trailing Float64Array of at least `need` elements; nullptr when absent/undefined.
-bool OptionalStats(const Napi::CallbackInfo& info, size_t idx, size_t need, double** out) {
-  *out = nullptr;
-  if (info.Length() <= idx || info[idx].IsUndefined() || info[idx].IsNull()) return true;
-  if (!info[idx].IsTypedArray()) return false;
-  Napi::TypedArray ta = info[idx].As<Napi::TypedArray>();
-  if (ta.TypedArrayType() != napi_float64_array || ta.ElementLength() < need) return false;
-  *out = info[idx].As<Napi::Float64Array>().Data();
-  return true;
-}
-
-bool FdArg(const Napi::CallbackInfo& info, size_t idx, int* fd) {
-  if (info.Length() <= idx || !info[idx].IsNumber()) return false;
-  *fd = info[idx].As<Napi::Number>().Int32Value();
-  return *fd >= 0;
-}
-
-// ---------------------------------------------------------------- open / close
-
-// openTun(name) -> { fd, name }. An empty name lets the kernel choose (tun%d).
 Napi::Value OpenTun(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsString()) {
-    ThrowType(env, "openTun(name: string)");
+  if (info.Length() < 1 || !info[0].IsString() ||
+      (info.Length() > 1 && !info[1].IsUndefined() && !info[1].IsObject())) {
+    ThrowType(env, "openTun(name: string, opts?: { vnetHdr?: boolean, offload?: boolean })");
     return env.Undefined();
   }
   std::string name = info[0].As<Napi::String>().Utf8Value();
@@ -103,48 +138,54 @@ Napi::Value OpenTun(const Napi::CallbackInfo& info) {
     ThrowErrno(env, "TUNSETIFF", name, EINVAL);
     return env.Undefined();
   }
-
-  int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) {
-    ThrowErrno(env, "open", "/dev/net/tun", errno);
-    return env.Undefined();
+  bool vnet = false;
+  bool offload = true;
+  if (info.Length() > 1 && info[1].IsObject()) {
+    Napi::Object opts = info[1].As<Napi::Object>();
+    vnet = opts.Get("vnetHdr").ToBoolean().Value();
+    Napi::Value off = opts.Get("offload");
+    if (!off.IsUndefined()) offload = off.ToBoolean().Value();
   }
 
-  struct ifreq ifr;
-  memset(&ifr, 0, sizeof(ifr));
-  ifr.ifr_flags = IFF_TUN | IFF_NO_PI;  // no IFF_VNET_HDR: every read is one plain IP packet
-  memcpy(ifr.ifr_name, name.data(), name.size());
-  if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
-    int err = errno;
-    close(fd);
-    ThrowErrno(env, "TUNSETIFF", name, err);
+  Opened o = TryOpen(name, vnet, offload);
+  std::string refused;
+  if (o.fd < 0 && vnet && o.failedSyscall != nullptr &&
+      (strcmp(o.failedSyscall, "TUNSETVNETHDRSZ") == 0 ||
+       (strcmp(o.failedSyscall, "TUNSETIFF") == 0 && o.err == EINVAL))) {
+    // The kernel refuses the vnet header (or its size): today's plain device instead.
+    refused = std::string(o.failedSyscall) + ": " + strerror(o.err);
+    o = TryOpen(name, false, false);
+  }
+  if (o.fd < 0) {
+    ThrowErrno(env, o.failedSyscall, strcmp(o.failedSyscall, "open") == 0 ? "/dev/net/tun" : name, o.err);
     return env.Undefined();
   }
-  ifr.ifr_name[IFNAMSIZ - 1] = '\0';
-  std::string actual(ifr.ifr_name);
-
-  // A persistent device keeps the offload flags of its previous owner; with any of them set the
-  // kernel may hand us GSO super-packets or CHECKSUM_PARTIAL packets. We want plain packets.
-  if (ioctl(fd, TUNSETOFFLOAD, 0UL) < 0) {
-    int err = errno;
-    close(fd);
-    ThrowErrno(env, "TUNSETOFFLOAD", actual, err);
-    return env.Undefined();
-  }
-
   Napi::Object out = Napi::Object::New(env);
-  out.Set("fd", Napi::Number::New(env, fd));
-  out.Set("name", Napi::String::New(env, actual));
+  out.Set("fd", Napi::Number::New(env, o.fd));
+  out.Set("name", Napi::String::New(env, o.name));
+  out.Set("vnetHdr", Napi::Boolean::New(env, o.vnetHdr));
+  out.Set("offload", Napi::Number::New(env, o.offload));
+  out.Set("offloadRequested", Napi::Number::New(env, vnet && offload ? kOffloadTries[0] : 0));
+  if (!refused.empty()) out.Set("vnetRefused", Napi::String::New(env, refused));
   return out;
 }
 
-// openIpipSocket() -> fd. Receives every IPv4 packet with protocol 4 delivered to this host,
-// outer header included; while it is open the kernel does not answer IPIP with protocol-unreachable.
+// openIpipSocket() -> fd. Receives every IPv4 packet with protocol 4 delivered to this host, outer
+// header included; while it is open the kernel does not answer IPIP with protocol-unreachable.
+// IP_HDRINCL: sendBatch hands over whole outer packets (our own header, id and DF bit); it changes
+// nothing for receiving.
 Napi::Value OpenIpipSocket(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = socket(AF_INET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_IPIP);
   if (fd < 0) {
     ThrowErrno(env, "socket", "AF_INET/SOCK_RAW/IPPROTO_IPIP", errno);
+    return env.Undefined();
+  }
+  int one = 1;
+  if (setsockopt(fd, IPPROTO_IP, IP_HDRINCL, &one, sizeof(one)) < 0) {
+    int err = errno;
+    close(fd);
+    ThrowErrno(env, "setsockopt", "IP_HDRINCL", err);
     return env.Undefined();
   }
   return Napi::Number::New(env, fd);
@@ -164,320 +205,165 @@ Napi::Value CloseFd(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// ---------------------------------------------------------------- batch I/O
-
-// readBatch(fd, slab, offs, lens, slotSize, headroom, capacity, stats?) -> count
-// read() into slot i (at i*slotSize + headroom, at most slotSize - headroom bytes) until EAGAIN or
-// `capacity` packets. EINTR is retried. A packet that does not fit (the TUN reports its full length,
-// a datagram socket truncates it to exactly the room we gave) is discarded and counted as oversize.
-// Any other error throws if nothing was read yet; otherwise the packets read so far are returned
-// and the (persistent) error surfaces on the next call.
+// readBatch(fd, slab, offs, lens, slotSize, headroom, capacity, stats?, vnet?) -> count
+// read() (readv() with vnet) into slot i (at i*slotSize + headroom, at most slotSize - headroom
+// bytes) until EAGAIN or `capacity` packets. EINTR is retried. A packet that does not fit (the TUN
+// reports its full length, a datagram socket truncates it to exactly the room we gave) is discarded
+// and counted as oversize. Any other error throws if nothing was read yet; otherwise the packets
+// read so far are returned and the (persistent) error surfaces on the next call.
 Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int fd;
+  static const char* usage =
+      "readBatch(fd, slab: Buffer, offs: Uint32Array, lens: Uint32Array, slotSize, headroom, capacity, "
+      "stats?: Float64Array, vnet?: Uint16Array)";
+  ReadArgs a;
+  if (!ParseReadArgs(info, usage, &a)) return env.Undefined();
   double* stats;
-  if (info.Length() < 7 || !FdArg(info, 0, &fd) || !info[1].IsBuffer() || !IsUint32Array(info[2]) ||
-      !IsUint32Array(info[3]) || !info[4].IsNumber() || !info[5].IsNumber() || !info[6].IsNumber() ||
-      !OptionalStats(info, 7, READ_STAT_LEN, &stats)) {
-    ThrowType(env,
-              "readBatch(fd, slab: Buffer, offs: Uint32Array, lens: Uint32Array, slotSize, headroom, "
-              "capacity, stats?: Float64Array)");
-    return env.Undefined();
-  }
-  Napi::Buffer<uint8_t> slabBuf = info[1].As<Napi::Buffer<uint8_t>>();
-  Napi::Uint32Array offsArr = info[2].As<Napi::Uint32Array>();
-  Napi::Uint32Array lensArr = info[3].As<Napi::Uint32Array>();
-  int64_t slotSize = info[4].As<Napi::Number>().Int64Value();
-  int64_t headroom = info[5].As<Napi::Number>().Int64Value();
-  int64_t capacity = info[6].As<Napi::Number>().Int64Value();
-  if (slotSize <= 0 || headroom < 0 || headroom >= slotSize || capacity < 0 ||
-      static_cast<uint64_t>(capacity) > offsArr.ElementLength() ||
-      static_cast<uint64_t>(capacity) > lensArr.ElementLength() ||
-      static_cast<uint64_t>(capacity) * static_cast<uint64_t>(slotSize) > slabBuf.Length() ||
-      static_cast<uint64_t>(capacity) * static_cast<uint64_t>(slotSize) > UINT32_MAX) {
-    Napi::RangeError::New(env, "readBatch: slotSize/headroom/capacity do not fit the slab and arrays")
-        .ThrowAsJavaScriptException();
+  uint16_t* vnet;
+  if (!OptionalStats(info, 7, READ_STAT_LEN, &stats) ||
+      !OptionalU16(info, 8, static_cast<size_t>(a.capacity) * VNET_FIELDS, &vnet)) {
+    ThrowType(env, usage);
     return env.Undefined();
   }
 
-  uint8_t* slab = slabBuf.Data();
-  uint32_t* offs = offsArr.Data();
-  uint32_t* lens = lensArr.Data();
-  const size_t room = static_cast<size_t>(slotSize - headroom);
-  const uint32_t cap = static_cast<uint32_t>(capacity);
+  const size_t room = a.slotSize - a.headroom;
+  const size_t hdrLen = vnet != nullptr ? sizeof(struct virtio_net_hdr) : 0;
+  struct virtio_net_hdr hdr;
+  struct iovec iov[2];
+  iov[0].iov_base = &hdr;
+  iov[0].iov_len = sizeof(hdr);
   uint32_t n = 0;
-  double bytes = 0;
-  double oversize = 0;
+  ReadTally t;
   int err = 0;
 
-  while (n < cap) {
-    const size_t off = static_cast<size_t>(n) * static_cast<size_t>(slotSize) + static_cast<size_t>(headroom);
-    ssize_t r = read(fd, slab + off, room);
+  while (n < a.capacity) {
+    const size_t off = static_cast<size_t>(n) * a.slotSize + a.headroom;
+    ssize_t r;
+    t.calls += 1;
+    if (vnet != nullptr) {
+      iov[1].iov_base = a.slab + off;
+      iov[1].iov_len = room;
+      r = readv(a.fd, iov, 2);
+    } else {
+      r = read(a.fd, a.slab + off, room);
+    }
     if (r < 0) {
       if (errno == EINTR) continue;
       if (errno != EAGAIN && errno != EWOULDBLOCK) err = errno;
       break;
     }
     if (r == 0) break;  // neither a TUN nor a raw socket returns 0; do not spin on it
-    if (static_cast<size_t>(r) >= room) {
-      oversize += 1;
+    if (static_cast<size_t>(r) < hdrLen) {
+      t.Error(EPROTO);
       continue;
     }
-    offs[n] = static_cast<uint32_t>(off);
-    lens[n] = static_cast<uint32_t>(r);
-    bytes += static_cast<double>(r);
+    const size_t len = static_cast<size_t>(r) - hdrLen;
+    if (len >= room) {
+      t.oversize += 1;
+      continue;
+    }
+    a.offs[n] = static_cast<uint32_t>(off);
+    a.lens[n] = static_cast<uint32_t>(len);
+    if (vnet != nullptr) {
+      uint16_t* v = vnet + static_cast<size_t>(n) * VNET_FIELDS;
+      v[VNET_FLAGS] = hdr.flags;
+      v[VNET_GSO_TYPE] = hdr.gso_type;
+      v[VNET_HDR_LEN] = hdr.hdr_len;
+      v[VNET_GSO_SIZE] = hdr.gso_size;
+      v[VNET_CSUM_START] = hdr.csum_start;
+      v[VNET_CSUM_OFFSET] = hdr.csum_offset;
+    }
+    t.bytes += static_cast<double>(len);
     n++;
   }
 
-  if (stats != nullptr) {
-    stats[READ_STAT_PACKETS] += n;
-    stats[READ_STAT_BYTES] += bytes;
-    stats[READ_STAT_OVERSIZE] += oversize;
-  }
+  t.packets = n;
+  if (err != 0) t.Error(err);
+  t.Flush(stats);
   if (err != 0 && n == 0) {
-    ThrowErrno(env, "read", "fd " + std::to_string(fd), err);
+    ThrowErrno(env, vnet != nullptr ? "readv" : "read", "fd " + std::to_string(a.fd), err);
     return env.Undefined();
   }
   return Napi::Number::New(env, n);
 }
 
-// writeBatch(fd, slab, offs, lens, count, stats?) -> written
-// write() each packet i < count with lens[i] > 0. EINTR is retried. EAGAIN/EWOULDBLOCK/ENOBUFS stop
-// the batch: this packet and every later one are counted as backpressure drops. EBADF (the fd is
-// gone) throws. Any other error (EINVAL for a packet that is not IP, EIO, EMSGSIZE, ...) skips that
-// packet and counts it; a malformed packet never throws. A packet whose offs/lens point outside the
-// slab is skipped and counted the same way (errno EINVAL), never read.
+// writeBatch(fd, slab, offs, lens, count, stats?, vnet?) -> written
+// write() (writev() with the packet's vnet header when vnet is given) each packet i < count with
+// lens[i] > 0. EINTR is retried. EAGAIN/EWOULDBLOCK/ENOBUFS stop the batch: this packet and every
+// later one are counted as backpressure drops. EBADF (the fd is gone) throws. Any other error
+// (EINVAL for a packet that is not IP or a vnet header that does not match it, EIO, EMSGSIZE, ...)
+// skips that packet and counts it; a malformed packet never throws. A packet whose offs/lens point
+// outside the slab is skipped and counted the same way (errno EINVAL), never read.
 Napi::Value WriteBatch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int fd;
+  static const char* usage =
+      "writeBatch(fd, slab: Buffer, offs: Uint32Array, lens: Uint32Array, count, stats?: Float64Array, "
+      "vnet?: Uint16Array)";
+  WriteArgs a;
+  if (!ParseWriteArgs(info, usage, &a)) return env.Undefined();
   double* stats;
-  if (info.Length() < 5 || !FdArg(info, 0, &fd) || !info[1].IsBuffer() || !IsUint32Array(info[2]) ||
-      !IsUint32Array(info[3]) || !info[4].IsNumber() || !OptionalStats(info, 5, WRITE_STAT_LEN, &stats)) {
-    ThrowType(env,
-              "writeBatch(fd, slab: Buffer, offs: Uint32Array, lens: Uint32Array, count, stats?: Float64Array)");
+  uint16_t* vnet;
+  if (!OptionalStats(info, 5, WRITE_STAT_LEN, &stats) ||
+      !OptionalU16(info, 6, static_cast<size_t>(a.count) * VNET_FIELDS, &vnet)) {
+    ThrowType(env, usage);
     return env.Undefined();
   }
-  Napi::Buffer<uint8_t> slabBuf = info[1].As<Napi::Buffer<uint8_t>>();
-  Napi::Uint32Array offsArr = info[2].As<Napi::Uint32Array>();
-  Napi::Uint32Array lensArr = info[3].As<Napi::Uint32Array>();
-  int64_t count = info[4].As<Napi::Number>().Int64Value();
-  if (count < 0) count = 0;
-  if (static_cast<uint64_t>(count) > offsArr.ElementLength()) count = static_cast<int64_t>(offsArr.ElementLength());
-  if (static_cast<uint64_t>(count) > lensArr.ElementLength()) count = static_cast<int64_t>(lensArr.ElementLength());
 
-  const uint8_t* slab = slabBuf.Data();
-  const size_t slabLen = slabBuf.Length();
-  const uint32_t* offs = offsArr.Data();
-  const uint32_t* lens = lensArr.Data();
-  const uint32_t n = static_cast<uint32_t>(count);
-  uint32_t written = 0;
-  double bytes = 0;
-  double backpressure = 0;
-  double errors = 0;
-  int lastErrno = 0;
+  struct virtio_net_hdr hdr;
+  struct iovec iov[2];
+  iov[0].iov_base = &hdr;
+  iov[0].iov_len = sizeof(hdr);
+  WriteTally t;
+  int fatal = 0;
 
-  for (uint32_t i = 0; i < n; i++) {
-    const uint32_t len = lens[i];
+  for (uint32_t i = 0; i < a.count; i++) {
+    const uint32_t len = a.lens[i];
     if (len == 0) continue;
-    const uint32_t off = offs[i];
-    if (static_cast<size_t>(off) + len > slabLen) {
-      errors += 1;
-      lastErrno = EINVAL;
+    const uint32_t off = a.offs[i];
+    if (static_cast<size_t>(off) + len > a.slabLen) {
+      t.Skip(EINVAL);
       continue;
+    }
+    if (vnet != nullptr) {
+      const uint16_t* v = vnet + static_cast<size_t>(i) * VNET_FIELDS;
+      hdr.flags = static_cast<uint8_t>(v[VNET_FLAGS]);
+      hdr.gso_type = static_cast<uint8_t>(v[VNET_GSO_TYPE]);
+      hdr.hdr_len = v[VNET_HDR_LEN];
+      hdr.gso_size = v[VNET_GSO_SIZE];
+      hdr.csum_start = v[VNET_CSUM_START];
+      hdr.csum_offset = v[VNET_CSUM_OFFSET];
+      iov[1].iov_base = const_cast<uint8_t*>(a.slab + off);
+      iov[1].iov_len = len;
     }
     ssize_t r;
     do {
-      r = write(fd, slab + off, len);
+      t.calls += 1;
+      r = vnet != nullptr ? writev(a.fd, iov, 2) : write(a.fd, a.slab + off, len);
     } while (r < 0 && errno == EINTR);
     if (r >= 0) {
-      written++;
-      bytes += static_cast<double>(r);
+      t.packets += 1;
+      t.bytes += static_cast<double>(len);
       continue;
     }
     const int e = errno;
-    if (e == EAGAIN || e == EWOULDBLOCK || e == ENOBUFS) {
-      for (uint32_t j = i; j < n; j++) {
-        if (lens[j] != 0) backpressure += 1;
-      }
+    const WriteFailure f = ClassifyWriteErrno(e);
+    if (f == WriteFailure::Backpressure) {
+      t.Backpressure(a.lens, i, a.count);
       break;
     }
-    if (e == EBADF) {
-      if (stats != nullptr) {
-        stats[WRITE_STAT_PACKETS] += written;
-        stats[WRITE_STAT_BYTES] += bytes;
-      }
-      ThrowErrno(env, "write", "fd " + std::to_string(fd), e);
-      return env.Undefined();
+    if (f == WriteFailure::Fatal) {
+      fatal = e;
+      break;
     }
-    errors += 1;
-    lastErrno = e;
+    t.Skip(e);
   }
 
-  if (stats != nullptr) {
-    stats[WRITE_STAT_PACKETS] += written;
-    stats[WRITE_STAT_BYTES] += bytes;
-    stats[WRITE_STAT_BACKPRESSURE] += backpressure;
-    stats[WRITE_STAT_ERRORS] += errors;
-    if (lastErrno != 0) stats[WRITE_STAT_LAST_ERRNO] = lastErrno;
-  }
-  return Napi::Number::New(env, written);
-}
-
-// ---------------------------------------------------------------- readiness (uv_poll_t)
-//
-// pollStart(fd, callback) -> handle (an External). The callback runs on the event loop, with no
-// arguments, whenever the fd is readable. On a poll error (status < 0) libuv has already stopped the
-// watcher; the callback is still called once, so that the caller's read() surfaces the real error.
-// pollStop(handle) stops the watcher synchronously (safe to close the fd right after) and closes the
-// uv handle; it is idempotent. A stopped poller does not keep the process alive. If the environment
-// is torn down (process exit, worker termination) while a poller is active, an async cleanup hook
-// stops and closes it.
-
-struct Poller {
-  uv_poll_t handle;
-  napi_env env = nullptr;
-  napi_ref callback = nullptr;        // strong reference while active
-  napi_async_context async = nullptr;
-  napi_async_cleanup_hook_handle hook = nullptr;
-  bool stopping = false;   // uv_close called
-  bool uvClosed = false;   // close callback ran
-  bool jsGone = false;     // the External that names us was finalized
-};
-
-void OnPollClosed(uv_handle_t* h) {
-  Poller* p = static_cast<Poller*>(h->data);
-  p->uvClosed = true;
-  if (p->hook != nullptr) {
-    napi_remove_async_cleanup_hook(p->hook);  // also tells Node an env-teardown cleanup is done
-    p->hook = nullptr;
-  }
-  if (p->jsGone) delete p;
-}
-
-void StopPoller(Poller* p) {
-  if (p->stopping) return;
-  p->stopping = true;
-  uv_poll_stop(&p->handle);
-  if (p->callback != nullptr) {
-    napi_delete_reference(p->env, p->callback);
-    p->callback = nullptr;
-  }
-  if (p->async != nullptr) {
-    napi_async_destroy(p->env, p->async);
-    p->async = nullptr;
-  }
-  uv_close(reinterpret_cast<uv_handle_t*>(&p->handle), OnPollClosed);
-}
-
-void OnEnvCleanup(napi_async_cleanup_hook_handle handle, void* arg) {
-  StopPoller(static_cast<Poller*>(arg));
-}
-
-void OnPollerFinalize(napi_env env, void* data, void* hint) {
-  Poller* p = static_cast<Poller*>(data);
-  p->jsGone = true;
-  if (p->uvClosed) delete p;
-  // Still active: the uv handle keeps polling and is freed by its close callback after pollStop or
-  // environment teardown.
-}
-
-void OnPollReady(uv_poll_t* h, int status, int events) {
-  Poller* p = static_cast<Poller*>(h->data);
-  if (p->stopping || p->callback == nullptr) return;
-  napi_env env = p->env;
-  napi_handle_scope scope;
-  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
-  napi_value fn, recv, result;
-  if (napi_get_reference_value(env, p->callback, &fn) == napi_ok && fn != nullptr &&
-      napi_get_global(env, &recv) == napi_ok) {
-    napi_status s = napi_make_callback(env, p->async, recv, fn, 0, nullptr, &result);
-    bool pending = false;
-    if (s != napi_ok && napi_is_exception_pending(env, &pending) == napi_ok && pending) {
-      napi_value exc;
-      if (napi_get_and_clear_last_exception(env, &exc) == napi_ok) {
-        napi_fatal_exception(env, exc);  // -> process 'uncaughtException', like any event callback
-      }
-    }
-  }
-  napi_close_handle_scope(env, scope);
-}
-
-Napi::Value PollStart(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int fd;
-  if (info.Length() < 2 || !FdArg(info, 0, &fd) || !info[1].IsFunction()) {
-    ThrowType(env, "pollStart(fd: number, callback: () => void)");
+  t.Flush(stats);
+  if (fatal != 0) {
+    ThrowErrno(env, vnet != nullptr ? "writev" : "write", "fd " + std::to_string(a.fd), fatal);
     return env.Undefined();
   }
-  uv_loop_t* loop = nullptr;
-  if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) {
-    Napi::Error::New(env, "pollStart: no libuv loop").ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
-
-  Poller* p = new Poller();
-  p->env = env;
-  int rc = uv_poll_init(loop, &p->handle, fd);
-  if (rc < 0) {
-    delete p;  // uv_poll_init failed before registering the handle with the loop
-    ThrowErrno(env, "uv_poll_init", "fd " + std::to_string(fd), -rc);
-    return env.Undefined();
-  }
-  p->handle.data = p;
-  napi_value resource = Napi::Object::New(env);
-  napi_value resourceName = Napi::String::New(env, "kube_tun.poll");
-  if (napi_create_reference(env, info[1], 1, &p->callback) != napi_ok ||
-      napi_async_init(env, resource, resourceName, &p->async) != napi_ok ||
-      napi_add_async_cleanup_hook(env, OnEnvCleanup, p, &p->hook) != napi_ok) {
-    p->jsGone = true;
-    StopPoller(p);  // frees p in the close callback
-    Napi::Error::New(env, "pollStart: N-API setup failed").ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
-  rc = uv_poll_start(&p->handle, UV_READABLE, OnPollReady);
-  if (rc < 0) {
-    p->jsGone = true;
-    StopPoller(p);
-    ThrowErrno(env, "uv_poll_start", "fd " + std::to_string(fd), -rc);
-    return env.Undefined();
-  }
-  return Napi::External<Poller>::New(env, p, [](Napi::Env e, Poller* q) { OnPollerFinalize(e, q, nullptr); });
+  return Napi::Number::New(env, static_cast<uint32_t>(t.packets));
 }
 
-Napi::Value PollStop(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsExternal()) {
-    ThrowType(env, "pollStop(handle)");
-    return env.Undefined();
-  }
-  Poller* p = info[0].As<Napi::External<Poller>>().Data();
-  if (p != nullptr) StopPoller(p);
-  return env.Undefined();
-}
-
-Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  exports.Set("openTun", Napi::Function::New(env, OpenTun, "openTun"));
-  exports.Set("openIpipSocket", Napi::Function::New(env, OpenIpipSocket, "openIpipSocket"));
-  exports.Set("readBatch", Napi::Function::New(env, ReadBatch, "readBatch"));
-  exports.Set("writeBatch", Napi::Function::New(env, WriteBatch, "writeBatch"));
-  exports.Set("pollStart", Napi::Function::New(env, PollStart, "pollStart"));
-  exports.Set("pollStop", Napi::Function::New(env, PollStop, "pollStop"));
-  exports.Set("closeFd", Napi::Function::New(env, CloseFd, "closeFd"));
-  Napi::Object layout = Napi::Object::New(env);
-  layout.Set("READ_STAT_PACKETS", Napi::Number::New(env, READ_STAT_PACKETS));
-  layout.Set("READ_STAT_BYTES", Napi::Number::New(env, READ_STAT_BYTES));
-  layout.Set("READ_STAT_OVERSIZE", Napi::Number::New(env, READ_STAT_OVERSIZE));
-  layout.Set("READ_STAT_LEN", Napi::Number::New(env, READ_STAT_LEN));
-  layout.Set("WRITE_STAT_PACKETS", Napi::Number::New(env, WRITE_STAT_PACKETS));
-  layout.Set("WRITE_STAT_BYTES", Napi::Number::New(env, WRITE_STAT_BYTES));
-  layout.Set("WRITE_STAT_BACKPRESSURE", Napi::Number::New(env, WRITE_STAT_BACKPRESSURE));
-  layout.Set("WRITE_STAT_ERRORS", Napi::Number::New(env, WRITE_STAT_ERRORS));
-  layout.Set("WRITE_STAT_LAST_ERRNO", Napi::Number::New(env, WRITE_STAT_LAST_ERRNO));
-  layout.Set("WRITE_STAT_LEN", Napi::Number::New(env, WRITE_STAT_LEN));
-  exports.Set("statsLayout", layout);
-  return exports;
-}
-
-}  // namespace
-
-NODE_API_MODULE(kube_tun_native, Init)
+}  // namespace kt

@@ -7,7 +7,7 @@ import { performance } from 'node:perf_hooks';
 import * as fs from 'node:fs';
 import type * as net from 'node:net';
 import type { Logger } from 'pino';
-import { TunDevice, IpipSocket } from './io/tun';
+import { TunDevice, IpipSocket } from './io';
 import { PcapTap } from './io/pcap';
 import { ConntrackTable } from './conntrack';
 import { Pipeline } from './datapath/pipeline';

@@ -4,125 +4,22 @@
 // addresses used are the namespace's own 10.200.0.1 (on the TUN) and 10.200.0.2 (beyond the TUN,
 // i.e. this test's helper reading the device).
 
-import { execFileSync, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import * as path from 'node:path';
-import * as readline from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { HEADROOM, MAX_READ_PACKET, PacketBatch, SLOT_SIZE, TunDevice } from '../src/io/tun';
+import { HEADROOM, MAX_READ_PACKET, PacketBatch, SLOT_SIZE, TunDevice } from '../src/io';
+import { checksum, ipv4, udp4, udpValid } from './support/packets';
+import { Helper } from './support/tun-helper';
 
-const ROOT = path.resolve(__dirname, '..');
 const NS = `kt${randomBytes(4).toString('hex')}-tun`;
 const DEV = 'kttun0';
 const LOCAL = 0x0ac80001; // 10.200.0.1, on the TUN inside the namespace
 const PEER = 0x0ac80002; // 10.200.0.2, "the other side" of the TUN (our helper)
 
-// ---------------------------------------------------------------- packet building (test-only)
-
-function checksum(buf: Uint8Array, start = 0, end = buf.length, initial = 0): number {
-  let s = initial;
-  for (let i = start; i < end; i += 2) s += (buf[i] << 8) | (i + 1 < end ? buf[i + 1] : 0);
-  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
-  return ~s & 0xffff;
-}
-
-function ipv4(src: number, dst: number, proto: number, payload: Uint8Array, id = 0x4b54): Buffer {
-  const b = Buffer.alloc(20 + payload.length);
-  b[0] = 0x45;
-  b.writeUInt16BE(b.length, 2);
-  b.writeUInt16BE(id, 4);
-  b.writeUInt16BE(0x4000, 6); // DF
-  b[8] = 64;
-  b[9] = proto;
-  b.writeUInt32BE(src >>> 0, 12);
-  b.writeUInt32BE(dst >>> 0, 16);
-  b.writeUInt16BE(checksum(b, 0, 20), 10);
-  b.set(payload, 20);
-  return b;
-}
-
-function udp4(src: number, dst: number, sport: number, dport: number, data: Uint8Array): Buffer {
-  const u = Buffer.alloc(8 + data.length);
-  u.writeUInt16BE(sport, 0);
-  u.writeUInt16BE(dport, 2);
-  u.writeUInt16BE(u.length, 4);
-  u.set(data, 8);
-  const pseudo = Buffer.alloc(12);
-  pseudo.writeUInt32BE(src >>> 0, 0);
-  pseudo.writeUInt32BE(dst >>> 0, 4);
-  pseudo[9] = 17;
-  pseudo.writeUInt16BE(u.length, 10);
-  const c = checksum(u, 0, u.length, 0xffff & ~checksum(pseudo));
-  u.writeUInt16BE(c === 0 ? 0xffff : c, 6);
-  return ipv4(src, dst, 17, u);
-}
-
-function udpValid(p: Buffer): boolean {
-  const ihl = (p[0] & 0x0f) * 4;
-  const pseudo = Buffer.alloc(12);
-  pseudo.set(p.subarray(12, 20), 0);
-  pseudo[9] = 17;
-  pseudo.writeUInt16BE(p.length - ihl, 10);
-  return checksum(p, ihl, p.length, 0xffff & ~checksum(pseudo)) === 0;
-}
-
 // ---------------------------------------------------------------- namespace + helper process
 
 function sh(cmd: string, args: string[]): string {
   return execFileSync(cmd, args, { encoding: 'utf8', timeout: 20_000, stdio: ['ignore', 'pipe', 'pipe'] });
-}
-
-class Helper {
-  readonly proc: ChildProcessWithoutNullStreams;
-  readonly stderr: string[] = [];
-  private nextId = 1;
-  private readonly pending = new Map<number, { resolve: (v: any) => void; reject: (e: Error) => void }>();
-  readonly exited: Promise<number | null>;
-
-  constructor(ns: string) {
-    const child = path.join(ROOT, 'test', 'support', 'tun-child.ts');
-    const register = require.resolve('ts-node/register/transpile-only', { paths: [ROOT] });
-    this.proc = spawn('ip', ['netns', 'exec', ns, process.execPath, '-r', register, child], {
-      cwd: ROOT,
-      env: { ...process.env, TS_NODE_TRANSPILE_ONLY: 'true' },
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    this.proc.stderr.on('data', (d: Buffer) => this.stderr.push(d.toString()));
-    readline.createInterface({ input: this.proc.stdout }).on('line', (line) => {
-      let msg: { id: number; ok: boolean; result?: unknown; error?: string };
-      try {
-        msg = JSON.parse(line);
-      } catch {
-        this.stderr.push(`stdout: ${line}\n`);
-        return;
-      }
-      const p = this.pending.get(msg.id);
-      if (p === undefined) return;
-      this.pending.delete(msg.id);
-      if (msg.ok) p.resolve(msg.result);
-      else p.reject(new Error(`helper: ${msg.error}`));
-    });
-    this.exited = new Promise((resolve) => this.proc.on('exit', (code) => resolve(code)));
-    this.exited.then(() => {
-      for (const p of this.pending.values()) p.reject(new Error(`helper exited; stderr: ${this.stderr.join('')}`));
-      this.pending.clear();
-    });
-  }
-
-  call<T = any>(op: string, args: Record<string, unknown> = {}, timeoutMs = 15_000): Promise<T> {
-    const id = this.nextId++;
-    return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(id);
-        reject(new Error(`helper ${op} timed out; stderr: ${this.stderr.join('')}`));
-      }, timeoutMs);
-      this.pending.set(id, {
-        resolve: (v) => (clearTimeout(timer), resolve(v)),
-        reject: (e) => (clearTimeout(timer), reject(e)),
-      });
-      this.proc.stdin.write(JSON.stringify({ id, op, ...args }) + '\n');
-    });
-  }
 }
 
 let helper: Helper | undefined;
@@ -144,12 +41,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   try {
-    if (helper !== undefined && helper.proc.exitCode === null && helper.proc.signalCode === null) {
-      helper.proc.stdin.end();
-      const t = setTimeout(() => helper?.proc.kill('SIGKILL'), 5_000);
-      await helper.exited;
-      clearTimeout(t);
-    }
+    await helper?.stop();
   } finally {
     if (nsCreated) sh('ip', ['netns', 'del', NS]);
   }

@@ -109,7 +109,7 @@ async function flood(tunName: string, dst: string, dport: number, srcBase: strin
   rate: number, timeoutMs: number): Promise<void> {
   // The product's TUN binding (dist/src/io/tun.js); loaded lazily so other modes need no addon.
   // eslint-disable-next-line @typescript-eslint/no-var-requires
-  const { TunDevice, PacketBatch } = require('../../src/io/tun') as typeof import('../../src/io/tun');
+  const { TunDevice, PacketBatch } = require('../../src/io') as typeof import('../../src/io');
   const tun = TunDevice.open(tunName);
   const sh = (args: string) => execFileSync('sh', ['-c', args]);
   sh(`ip link set ${tunName} up && sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.${tunName}.rp_filter=0`);

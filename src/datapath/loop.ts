@@ -2,8 +2,8 @@
 // the pipeline, write what it forwards and what it generated (ICMP errors), with the pcap tap
 // seeing each batch on the way in and out. One slab serves both sources: the reads never overlap.
 import { performance } from 'node:perf_hooks';
-import { PacketBatch } from '../io/tun';
-import type { TunDevice, IpipSocket } from '../io/tun';
+import { PacketBatch } from '../io';
+import type { TunDevice, IpipSocket } from '../io';
 import type { PcapTap } from '../io/pcap';
 import type { Pipeline } from './pipeline';
 import { BATCH } from './batch-size';

@@ -1,7 +1,7 @@
 // The batch loop's per-packet work: parse, conntrack, rules on a miss, rewrite, route (IPIP or
 // local), in place in the batch slab. Nothing here allocates per packet; counters are typed
 // arrays read by the control side.
-import { PacketBatch, HEADROOM, SLOT_SIZE } from '../io/tun';
+import { PacketBatch, HEADROOM, SLOT_SIZE } from '../io/batch';
 import {
   PacketMeta, parseIpv4, DROP_REASON_NAMES, rewriteSrc, rewriteDst, rewriteIcmpInnerSrc, rewriteIcmpInnerDst,
   encapIpip, decapIpip, IPIP_HEADER_LEN, mayReplyWithIcmpError, writeIcmpFragNeeded, writeIcmpUnreachable,

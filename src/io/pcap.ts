@@ -23,7 +23,7 @@ export const PCAP_GLOBAL_HEADER_LEN = 24;
 export const PCAP_RECORD_HEADER_LEN = 16;
 export const DEFAULT_SNAPLEN = 65535;
 
-/** What writeBatch needs from a PacketBatch (src/io/tun.ts), structurally. */
+/** What writeBatch needs from a PacketBatch (src/io/batch.ts), structurally. */
 export interface BatchView {
   readonly slab: Buffer;
   readonly offs: Uint32Array;
