@@ -18,19 +18,21 @@
 // Layout. Per tuple (index = key): src, dst, ports (sport<<16|dport) and the tuple's hash, in
 // Uint32Array/Int32Array. Per slot: proto, status bits, TCP state and tracking flags, expiry and
 // last-seen time (ms, Float64Array), UDP stream_ts, packets/bytes per direction, mark, ICMP type and
-// code, an id and a u32 user field. Free slots form a stack. The index is an Int32Array of keys (-1
-// empty) sized to a power of two >= 4*max (load factor <= 0.5 when full), linear probing,
-// backward-shift deletion (no tombstones), keyed by HalfSipHash-1-3 with a random key.
+// code and an id. Free slots form a stack. The index (lib/hash-index) holds keys in a power of two
+// >= 4*max positions (load factor <= 0.5 when full), linear probing, backward-shift deletion (no
+// tombstones), keyed by HalfSipHash-1-3 with a random key.
 //
 // Time: every method takes the caller's monotonic `nowMs`; nothing reads a clock. Entries expire
 // when `expiresAt <= nowMs` (nf_ct_is_expired); they are reaped lazily by lookup()/tupleInUse()/
 // create() and by sweep() (bounded, incremental).
 //
 // Hot path (lookup, update, create, the accessors): no allocation, no closures, no try/catch.
-import { randomFillSync } from 'node:crypto';
+import { IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP } from '../netstack/proto';
+import { HashIndex } from '../lib/hash-index';
 import { Timeouts, resolveTimeouts, UDP_STREAM_DELAY_MS } from './timeouts';
 import { tupleHash, tupleHashFast, hashKey } from './hash';
 import { ReleasedTuples } from './released';
+import type { Tuple } from './tuple';
 import {
   TCP_NONE, TCP_SYN_SENT, TCP_SYN_RECV, TCP_ESTABLISHED, TCP_FIN_WAIT, TCP_LAST_ACK, TCP_TIME_WAIT, TCP_CLOSE,
   TCP_SYN_SENT2, TCP_STATE_COUNT, TCP_INVALID, TCP_IGNORE, TCP_STATE_NAMES,
@@ -40,10 +42,6 @@ import {
 
 export const DIR_ORIGINAL = 0;
 export const DIR_REPLY = 1;
-
-export const IPPROTO_ICMP = 1;
-export const IPPROTO_TCP = 6;
-export const IPPROTO_UDP = 17;
 
 // enum ip_conntrack_status (include/uapi/linux/netfilter/nf_conntrack_common.h), same bit values.
 export const IPS_EXPECTED = 1 << 0;
@@ -159,12 +157,6 @@ export class ConntrackCounters {
   searchRestarts = 0;
 }
 
-function nextPow2(n: number): number {
-  let p = 1;
-  while (p < n) p *= 2;
-  return p;
-}
-
 export class ConntrackTable {
   /** Capacity (--ct-max). */
   readonly max: number;
@@ -184,7 +176,8 @@ export class ConntrackTable {
   private readonly k0: number;
   private readonly k1: number;
   private readonly fastHash: boolean;
-  // Index.
+  // Index (idx.slots and idx.mask, cached for the probe loops).
+  private readonly idx: HashIndex;
   private readonly index: Int32Array;
   private readonly mask: number;
   // Fields read together are interleaved so that a packet touches few cache lines.
@@ -199,7 +192,6 @@ export class ConntrackTable {
   private readonly acct: Float64Array;
   private readonly sStreamTs: Float64Array;
   private readonly sMark: Uint32Array;
-  private readonly sUser: Uint32Array;
   private readonly sId: Uint32Array;
   private readonly sIcmpCode: Uint8Array;
   // Free slots.
@@ -231,21 +223,20 @@ export class ConntrackTable {
     this.max = max;
     const t = resolveTimeouts(opts.timeouts);
     this.timeouts = Object.freeze(t);
-    [this.k0, this.k1] = hashKey(opts.seed, (b) => { randomFillSync(b); });
+    [this.k0, this.k1] = hashKey(opts.seed);
     if (opts.hash !== undefined && opts.hash !== 'siphash' && opts.hash !== 'murmur') throw new Error(`unknown conntrack hash "${opts.hash}"`);
     this.fastHash = opts.hash === 'murmur';
 
-    const size = Math.max(16, nextPow2(max * 4));
-    this.index = new Int32Array(size).fill(-1);
-    this.mask = size - 1;
     this.tup = new Int32Array(max * 8);
+    this.idx = new HashIndex(max * 4, this.tup, 2); // a key's hash is the first word of its tuple
+    this.index = this.idx.slots;
+    this.mask = this.idx.mask;
     this.meta = new Uint32Array(max * 2);
     this.metaB = new Uint8Array(this.meta.buffer);
     this.times = new Float64Array(max * 2);
     this.acct = new Float64Array(max * 4);
     this.sStreamTs = new Float64Array(max);
     this.sMark = new Uint32Array(max);
-    this.sUser = new Uint32Array(max);
     this.sId = new Uint32Array(max);
     this.sIcmpCode = new Uint8Array(max);
     this.freeStack = new Int32Array(max);
@@ -278,8 +269,8 @@ export class ConntrackTable {
 
   /** Bytes held in typed arrays (index + per-tuple + per-slot + free stack + released memory). */
   get byteLength(): number {
-    let n = this.index.byteLength + this.tup.byteLength + this.meta.byteLength + this.times.byteLength +
-      this.acct.byteLength + this.sStreamTs.byteLength + this.sMark.byteLength + this.sUser.byteLength +
+    let n = this.idx.byteLength + this.tup.byteLength + this.meta.byteLength + this.times.byteLength +
+      this.acct.byteLength + this.sStreamTs.byteLength + this.sMark.byteLength +
       this.sId.byteLength + this.sIcmpCode.byteLength + this.freeStack.byteLength;
     if (this.released) n += this.released.byteLength;
     return n;
@@ -296,9 +287,9 @@ export class ConntrackTable {
    * and returns -1, so the caller runs its miss path (rules, NAT, create) for it. Without it,
    * update() does the same and reports CT_REPEAT.
    */
-  lookup(proto: number, src: number, dst: number, sport: number, dport: number, nowMs: number, tcpFlags = -1): number {
+  lookup(t: Tuple, nowMs: number, tcpFlags = -1): number {
     if (nowMs > this.clock) this.clock = nowMs;
-    const key = this.find(proto & 0xff, src | 0, dst | 0, ((sport & 0xffff) << 16) | (dport & 0xffff));
+    const key = this.find(t.proto & 0xff, t.src | 0, t.dst | 0, ((t.sport & 0xffff) << 16) | (t.dport & 0xffff));
     if (key < 0) {
       this.counters.notFound++;
       return -1;
@@ -320,9 +311,9 @@ export class ConntrackTable {
   }
 
   /** Whether any live entry has this tuple in either direction (expired entries met here are reaped). */
-  tupleInUse(proto: number, src: number, dst: number, sport: number, dport: number, nowMs: number): boolean {
+  tupleInUse(t: Tuple, nowMs: number): boolean {
     if (nowMs > this.clock) this.clock = nowMs;
-    const key = this.find(proto & 0xff, src | 0, dst | 0, ((sport & 0xffff) << 16) | (dport & 0xffff));
+    const key = this.find(t.proto & 0xff, t.src | 0, t.dst | 0, ((t.sport & 0xffff) << 16) | (t.dport & 0xffff));
     if (key < 0) return false;
     const slot = key >> 1;
     if (this.times[slot << 1] <= nowMs) {
@@ -336,24 +327,24 @@ export class ConntrackTable {
    * Like lookup() without lazy expiry, statistics or reopen handling: the key of the entry holding
    * this tuple, live or expired-but-not-reaped, or -1.
    */
-  peek(proto: number, src: number, dst: number, sport: number, dport: number): number {
-    return this.find(proto & 0xff, src | 0, dst | 0, ((sport & 0xffff) << 16) | (dport & 0xffff));
+  peek(t: Tuple): number {
+    return this.find(t.proto & 0xff, t.src | 0, t.dst | 0, ((t.sport & 0xffff) << 16) | (t.dport & 0xffff));
   }
 
   /**
    * Time (ms) a released SNAT connection last used this reply tuple, or -1 if none is remembered
    * (see ConntrackOptions.releaseHoldMs).
    */
-  releasedAt(proto: number, src: number, dst: number, sport: number, dport: number): number {
+  releasedAt(t: Tuple): number {
     if (this.released === null) return -1;
-    return this.released.lastUse(proto & 0xff, src >>> 0, dst >>> 0, (((sport & 0xffff) << 16) | (dport & 0xffff)) >>> 0);
+    return this.released.lastUse(t.proto & 0xff, t.src >>> 0, t.dst >>> 0, (((t.sport & 0xffff) << 16) | (t.dport & 0xffff)) >>> 0);
   }
 
   /** Whether a released SNAT connection used this reply tuple less than `holdMs` before `nowMs`. */
-  recentlyReleased(proto: number, src: number, dst: number, sport: number, dport: number, nowMs: number, holdMs: number): boolean {
-    if (this.released === null || holdMs <= 0) return false;
-    const t = this.released.lastUse(proto & 0xff, src >>> 0, dst >>> 0, (((sport & 0xffff) << 16) | (dport & 0xffff)) >>> 0);
-    return t >= 0 && nowMs - t < holdMs;
+  recentlyReleased(t: Tuple, nowMs: number, holdMs: number): boolean {
+    if (holdMs <= 0) return false;
+    const used = this.releasedAt(t);
+    return used >= 0 && nowMs - used < holdMs;
   }
 
   private hashOf(proto: number, src: number, dst: number, ports: number): number {
@@ -389,15 +380,14 @@ export class ConntrackTable {
    * port), IPS_DST_NAT when the reply's source differs from the original destination. Call
    * update(slot, DIR_ORIGINAL, ...) with the first packet next: it sets the protocol state and
    * timeout (and delivers the NEW event). For ICMP pass the query's type and code (default echo
-   * request 8/0); the id goes in sport and 0 in dport of both tuples.
+   * request 8/0); the id goes in sport and 0 in dport of both tuples. The protocol is orig's
+   * (reply.proto is not read).
    */
-  create(proto: number, oSrc: number, oDst: number, oSport: number, oDport: number,
-    rSrc: number, rDst: number, rSport: number, rDport: number, nowMs: number,
-    icmpType = 8, icmpCode = 0): number {
+  create(orig: Tuple, reply: Tuple, nowMs: number, icmpType = 8, icmpCode = 0): number {
     if (nowMs > this.clock) this.clock = nowMs;
-    proto &= 0xff;
-    oSrc >>>= 0; oDst >>>= 0; rSrc >>>= 0; rDst >>>= 0;
-    oSport &= 0xffff; oDport &= 0xffff; rSport &= 0xffff; rDport &= 0xffff;
+    const proto = orig.proto & 0xff;
+    const oSrc = orig.src >>> 0, oDst = orig.dst >>> 0, rSrc = reply.src >>> 0, rDst = reply.dst >>> 0;
+    const oSport = orig.sport & 0xffff, oDport = orig.dport & 0xffff, rSport = reply.sport & 0xffff, rDport = reply.dport & 0xffff;
     if (proto === IPPROTO_ICMP && !icmpCanCreate(icmpType)) {
       this.counters.invalid++;
       return CT_CREATE_INVALID;
@@ -425,8 +415,8 @@ export class ConntrackTable {
     const tup = this.tup, bo = ko << 2, br = kr << 2;
     tup[bo] = hO; tup[bo + 1] = oSrc; tup[bo + 2] = oDst; tup[bo + 3] = oPorts;
     tup[br] = hR; tup[br + 1] = rSrc; tup[br + 2] = rDst; tup[br + 3] = rPorts;
-    this.insertKey(ko, hO);
-    this.insertKey(kr, hR);
+    this.idx.insert(ko, hO);
+    this.idx.insert(kr, hR);
     let status = IPS_CONFIRMED | PRIV_NEW_PENDING;
     if (oSrc !== rDst || oSport !== rDport) status |= IPS_SRC_NAT;
     if (oDst !== rSrc || oDport !== rSport) status |= IPS_DST_NAT;
@@ -445,7 +435,6 @@ export class ConntrackTable {
     const a = slot << 2;
     this.acct[a] = 0; this.acct[a + 1] = 0; this.acct[a + 2] = 0; this.acct[a + 3] = 0;
     this.sMark[slot] = 0;
-    this.sUser[slot] = 0;
     this.metaB[(slot << 3) + 7] = proto === IPPROTO_ICMP ? icmpType : 0;
     this.sIcmpCode[slot] = proto === IPPROTO_ICMP ? icmpCode : 0;
     this.sId[slot] = this.nextId;
@@ -515,33 +504,6 @@ export class ConntrackTable {
     }
   }
 
-  private insertKey(key: number, h: number): void {
-    const index = this.index, mask = this.mask;
-    let i = h & mask;
-    while (index[i] >= 0) i = (i + 1) & mask;
-    index[i] = key;
-  }
-
-  /** Backward-shift deletion of `key` from the index. */
-  private unlinkKey(key: number): void {
-    const index = this.index, mask = this.mask, tup = this.tup;
-    let i = tup[key << 2] & mask;
-    while (index[i] !== key) i = (i + 1) & mask;
-    let j = i;
-    for (;;) {
-      j = (j + 1) & mask;
-      const k = index[j];
-      if (k < 0) break;
-      const home = tup[k << 2] & mask;
-      // k may fill the hole at i unless its home position lies cyclically in (i, j].
-      if (i <= j ? home <= i || home > j : home <= i && home > j) {
-        index[i] = k;
-        i = j;
-      }
-    }
-    index[i] = -1;
-  }
-
   private expire(slot: number): void {
     this.counters.expirations++;
     this.removeSlot(slot, true);
@@ -589,8 +551,8 @@ export class ConntrackTable {
       this.onEvent('DESTROY', slot);
     }
     const ko = slot << 1, kr = ko | 1;
-    this.unlinkKey(ko);
-    this.unlinkKey(kr);
+    this.idx.remove(ko);
+    this.idx.remove(kr);
     if (notify && this.released !== null && (st & IPS_SRC_NAT) !== 0) {
       const used = this.times[(slot << 1) + 1];
       if (this.clock - used < this.releaseHoldMs) {
@@ -841,9 +803,6 @@ export class ConntrackTable {
     this.sMark[slot] = mark >>> 0;
     if (this.onEvent !== undefined && (this.meta[slot << 1] & PRIV_NEW_PENDING) === 0) this.onEvent('UPDATE', slot);
   }
-  /** Caller-defined u32 (e.g. which service/endpoint rule created the entry). */
-  user(slot: number): number { return this.sUser[slot]; }
-  setUser(slot: number, value: number): void { this.sUser[slot] = value >>> 0; }
   /** Per-entry id (conntrack -o id), unique among live entries, never 0. */
   id(slot: number): number { return this.sId[slot]; }
   /** ICMP: type/code of the original query (e.g. 8/0 for echo request). */
@@ -907,15 +866,10 @@ export class ConntrackTable {
       const key = index[i];
       if (key < 0) continue;
       keys++;
-      const slot = key >> 1;
-      if ((this.meta[slot << 1] & IPS_CONFIRMED) === 0) return `index position ${i} holds key ${key} of a free slot`;
-      // Every position from home to i must be occupied (linear probing invariant).
-      for (let j = this.tup[key << 2] & mask; j !== i; j = (j + 1) & mask) {
-        if (index[j] < 0) return `key ${key} at ${i} unreachable: hole at ${j}`;
-      }
+      if ((this.meta[(key >> 1) << 1] & IPS_CONFIRMED) === 0) return `index position ${i} holds key ${key} of a free slot`;
     }
     if (keys !== this.live * 2) return `index holds ${keys} keys for ${this.live} entries`;
-    return null;
+    return this.idx.check();
   }
 }
 
