@@ -12,10 +12,10 @@ import {
   ConntrackEventType, tupleHash, Tuple,
 } from '../src/conntrack';
 import { RandomPool, SeededRandom } from '../src/lib/random';
+import { TCP_FIN as FIN, TCP_SYN as SYN, TCP_RST as RST, TCP_PSH as PSH, TCP_ACK as ACK, TCP_URG as URG } from '../src/netstack/proto';
 
 const ip = (s: string): number => s.split('.').reduce((a, b) => a * 256 + Number(b), 0) >>> 0;
 const tup = (proto: number, src: number, dst: number, sport: number, dport: number): Tuple => new Tuple(proto, src, dst, sport, dport);
-const FIN = 0x01, SYN = 0x02, RST = 0x04, PSH = 0x08, ACK = 0x10, URG = 0x20;
 
 const CLIENT = ip('10.1.139.84'), VIP = ip('10.99.64.233'), NODE = ip('192.168.2.2');
 

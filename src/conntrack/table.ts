@@ -27,7 +27,7 @@
 // create() and by sweep() (bounded, incremental).
 //
 // Hot path (lookup, update, create, the accessors): no allocation, no closures, no try/catch.
-import { IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP } from '../netstack/proto';
+import { IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, TCP_RST } from '../netstack/proto';
 import { HashIndex } from '../lib/hash-index';
 import { Timeouts, resolveTimeouts, UDP_STREAM_DELAY_MS } from './timeouts';
 import { tupleHash, tupleHashFast, hashKey } from './hash';
@@ -36,7 +36,7 @@ import type { Tuple } from './tuple';
 import {
   TCP_NONE, TCP_SYN_SENT, TCP_SYN_RECV, TCP_ESTABLISHED, TCP_FIN_WAIT, TCP_LAST_ACK, TCP_TIME_WAIT, TCP_CLOSE,
   TCP_SYN_SENT2, TCP_STATE_COUNT, TCP_INVALID, TCP_IGNORE, TCP_STATE_NAMES,
-  TCP_SYN_SET, TCP_SYNACK_SET, TCP_ACK_SET, TCP_RST_SET, TCP_NONE_SET, TCP_FLAG_RST,
+  TCP_SYN_SET, TCP_SYNACK_SET, TCP_ACK_SET, TCP_RST_SET, TCP_NONE_SET,
   tcpFlagIndex, tcpFlagsValid, tcpNextState, tcpCanEarlyDrop,
 } from './tcp-state';
 
@@ -731,7 +731,7 @@ export class ConntrackTable {
 
     let timeoutMs = idx === TCP_RST_SET ? this.tcpCloseMs : this.tcpTimeoutMs[nw];
     if ((st & IPS_SEEN_REPLY) === 0) {
-      if ((flags & TCP_FLAG_RST) !== 0) {
+      if ((flags & TCP_RST) !== 0) {
         // The only answer is a RST (e.g. connection refused): kill the entry now. The packet
         // still goes through with its binding, so the slot stays readable until reaped.
         this.refresh(slot, dir, st & ~IPS_FIXED_TIMEOUT, 0, pktLen, nowMs);
