@@ -866,3 +866,17 @@ describe('RandomPool', () => {
     expect(t.size).toBe(0);
   });
 });
+
+describe('Tuple', () => {
+  it('keeps addresses unsigned and ports in 16 bits; invertOf swaps, ICMP keeps (id, 0)', () => {
+    const t = new Tuple(6, ip('255.1.2.3'), ip('10.0.0.1'), 65535, 80);
+    expect([t.proto, t.src, t.dst, t.sport, t.dport]).toEqual([6, ip('255.1.2.3'), ip('10.0.0.1'), 65535, 80]);
+    const r = new Tuple().invertOf(t);
+    expect([r.proto, r.src, r.dst, r.sport, r.dport]).toEqual([6, ip('10.0.0.1'), ip('255.1.2.3'), 80, 65535]);
+    expect(new Tuple().invertOf(r).equals(t)).toBe(true);
+    r.dport = 1234; r.sport = 4321;
+    expect([r.sport, r.dport]).toEqual([4321, 1234]);
+    const e = new Tuple(1, ip('10.0.0.1'), ip('10.0.0.2'), 0xbeef, 0);
+    expect(e.invertOf(e).equals(new Tuple(1, ip('10.0.0.2'), ip('10.0.0.1'), 0xbeef, 0))).toBe(true);
+  });
+});

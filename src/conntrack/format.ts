@@ -12,7 +12,8 @@
 //
 // Listing helpers, not hot path: they build strings.
 import { IPPROTO_ICMP, IPPROTO_TCP } from '../netstack/proto';
-import { ConntrackTable, ConntrackEventType, DIR_ORIGINAL, DIR_REPLY, IPS_ASSURED, IPS_SEEN_REPLY, IPS_OFFLOAD, IPS_HW_OFFLOAD } from './table';
+import type { ConntrackTable } from './table';
+import { ConntrackEventType, DIR_ORIGINAL, DIR_REPLY, IPS_ASSURED, IPS_SEEN_REPLY, IPS_OFFLOAD, IPS_HW_OFFLOAD } from './types';
 import { TCP_STATE_NAMES } from './tcp-state';
 
 export interface FormatOptions {

@@ -8,7 +8,8 @@
 // than `avoidReuseMs` ago (see released.ts: the backend may still hold it in TIME_WAIT).
 import { IPPROTO_DCCP, IPPROTO_ICMP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE } from '../netstack/proto';
 import type { U32Source } from '../lib/random';
-import { ConntrackTable, DIR_REPLY, IPS_SRC_NAT } from './table';
+import type { ConntrackTable } from './table';
+import { DIR_REPLY, IPS_SRC_NAT } from './types';
 import { TCP_TIME_WAIT, TCP_CLOSE } from './tcp-state';
 import { Tuple } from './tuple';
 

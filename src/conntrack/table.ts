@@ -34,59 +34,21 @@ import { tupleHash, tupleHashFast, hashKey } from './hash';
 import { ReleasedTuples } from './released';
 import type { Tuple } from './tuple';
 import {
+  DIR_ORIGINAL, DIR_REPLY, IPS_SEEN_REPLY, IPS_ASSURED, IPS_CONFIRMED, IPS_SRC_NAT, IPS_DST_NAT, IPS_DYING,
+  IPS_FIXED_TIMEOUT, IPS_NAT_CLASH, CT_INVALID, CT_ACCEPT, CT_REPEAT, CT_IGNORED, CT_CREATE_FULL, CT_CREATE_CLASH,
+  CT_CREATE_INVALID, MAX_ENTRIES, ConntrackCounters, icmpCanCreate, icmpReplyType,
+} from './types';
+import type { ConntrackEventType, ConntrackOptions } from './types';
+import {
   TCP_NONE, TCP_SYN_SENT, TCP_SYN_RECV, TCP_ESTABLISHED, TCP_FIN_WAIT, TCP_LAST_ACK, TCP_TIME_WAIT, TCP_CLOSE,
   TCP_SYN_SENT2, TCP_STATE_COUNT, TCP_INVALID, TCP_IGNORE, TCP_STATE_NAMES,
   TCP_SYN_SET, TCP_SYNACK_SET, TCP_ACK_SET, TCP_RST_SET, TCP_NONE_SET,
   tcpFlagIndex, tcpFlagsValid, tcpNextState, tcpCanEarlyDrop,
 } from './tcp-state';
 
-export const DIR_ORIGINAL = 0;
-export const DIR_REPLY = 1;
-
-// enum ip_conntrack_status (include/uapi/linux/netfilter/nf_conntrack_common.h), same bit values.
-export const IPS_EXPECTED = 1 << 0;
-export const IPS_SEEN_REPLY = 1 << 1;
-export const IPS_ASSURED = 1 << 2;
-export const IPS_CONFIRMED = 1 << 3;
-export const IPS_SRC_NAT = 1 << 4;
-export const IPS_DST_NAT = 1 << 5;
-export const IPS_NAT_MASK = IPS_SRC_NAT | IPS_DST_NAT;
-export const IPS_SEQ_ADJUST = 1 << 6;
-export const IPS_SRC_NAT_DONE = 1 << 7;
-export const IPS_DST_NAT_DONE = 1 << 8;
-export const IPS_DYING = 1 << 9;
-export const IPS_FIXED_TIMEOUT = 1 << 10;
-export const IPS_TEMPLATE = 1 << 11;
-export const IPS_UNTRACKED = 1 << 12;
-/** The kernel reuses the UNTRACKED bit for NAT_CLASH (a UDP clash loser: never ASSURED). */
-export const IPS_NAT_CLASH = IPS_UNTRACKED;
-export const IPS_HELPER = 1 << 13;
-export const IPS_OFFLOAD = 1 << 14;
-export const IPS_HW_OFFLOAD = 1 << 15;
 const IPS_PUBLIC_MASK = 0xffff;
 /** Internal: the NEW event has not been delivered yet (it is sent after the first update()). */
 const PRIV_NEW_PENDING = 1 << 30;
-
-// What update() decided about the last packet (table.lastVerdict).
-/** The packet is INVALID (bad TCP flags, impossible transition, ICMP type that cannot start a flow). */
-export const CT_INVALID = 0;
-/** Tracked: state, timeout and counters updated. */
-export const CT_ACCEPT = 1;
-/**
- * The entry was destroyed because this SYN reopens a closed TCP connection (nf_conntrack's
- * NF_REPEAT): treat the packet as a conntrack miss (rules, create) and update it again.
- */
-export const CT_REPEAT = 2;
-/** Accepted without touching state, timeout or counters (a TCP "ignore" transition, or a SYN retransmit before any reply). */
-export const CT_IGNORED = 3;
-
-// create() failures (all negative).
-/** No free slot and nothing could be early-dropped (kernel: "table full, dropping packet", stat `drop`). */
-export const CT_CREATE_FULL = -1;
-/** The original or the reply tuple is already in use by a live entry (stat `insert_failed`). */
-export const CT_CREATE_CLASH = -2;
-/** The packet cannot start a connection (an ICMP type that is not a query). */
-export const CT_CREATE_INVALID = -3;
 
 // tcpAux bits: the little TCP history the state machine needs (ip_ct_tcp's last_index, last_dir, flags).
 const AUX_LAST_INDEX = 0x07;   // enum tcp_bit_set of the last in-window (or ignored) segment
@@ -98,64 +60,6 @@ const AUX_CHALLENGE_ACK = 0x80;  // IP_CT_EXP_CHALLENGE_ACK
 
 /** Index positions examined for an early-drop victim (the kernel looks at 8 buckets). */
 const EARLY_DROP_SCAN = 64;
-
-/** Largest --ct-max accepted (the index then holds 2^26 keys: 256 MiB). */
-export const MAX_ENTRIES = 1 << 24;
-
-export type ConntrackEventType = 'NEW' | 'UPDATE' | 'DESTROY';
-
-export interface ConntrackOptions {
-  /** Capacity (--ct-max, nf_conntrack_max). */
-  max: number;
-  /** Timeouts in seconds; missing fields take the kernel defaults. */
-  timeouts?: Partial<Timeouts>;
-  /** Hash key seed (tests); default: random from the OS CSPRNG. */
-  seed?: number;
-  /**
-   * Tuple hash: 'siphash' (default; HalfSipHash-1-3, a keyed PRF like the kernel's, ~30 ns) or
-   * 'murmur' (a seeded MurmurHash3-style mix, ~5 ns, weaker against adaptive collision attacks).
-   */
-  hash?: 'siphash' | 'murmur';
-  /**
-   * How long (ms) released SNAT reply tuples are remembered for chooseMasqPort()'s avoidReuseMs
-   * check; 0 disables the memory. Default 60000 (the backend's TIME_WAIT).
-   */
-  releaseHoldMs?: number;
-  /** Records kept for the above (bounded ring). Default min(max, 65536). */
-  releaseCapacity?: number;
-}
-
-/** Statistics, in the spirit of `conntrack -S`. Plain numeric fields (spread-friendly). */
-export class ConntrackCounters {
-  /** lookup() hits. */
-  found = 0;
-  /** lookup() misses. */
-  notFound = 0;
-  /** Extra index probes beyond the first (kernel: `searched`). */
-  searched = 0;
-  /** Entries created (kernel: `insert`). */
-  inserts = 0;
-  /** Entries removed for any reason. */
-  deletes = 0;
-  /** Removed because their timeout passed (lazy or sweep). */
-  expirations = 0;
-  /** Removed to make room for a new entry (kernel: `early_drop`). */
-  earlyDrops = 0;
-  /** create() refused because a tuple was taken (kernel: `insert_failed`). */
-  insertFailed = 0;
-  /** create() refused: table full and nothing droppable (kernel: `drop`). */
-  drop = 0;
-  /** Packets found INVALID by update()/create() (kernel: `invalid`). */
-  invalid = 0;
-  /** Packets accepted without state change (TCP ignore transitions). */
-  ignored = 0;
-  /** Closed TCP connections reopened by a new SYN (entry destroyed, packet treated as new). */
-  reopens = 0;
-  /** Entries evicted by chooseMasqPort(..., evictClosing) to free a port. */
-  natEvictions = 0;
-  /** Always 0: there is no concurrent resize here; kept for parity with `conntrack -S`. */
-  searchRestarts = 0;
-}
 
 export class ConntrackTable {
   /** Capacity (--ct-max). */
@@ -289,7 +193,7 @@ export class ConntrackTable {
    */
   lookup(t: Tuple, nowMs: number, tcpFlags = -1): number {
     if (nowMs > this.clock) this.clock = nowMs;
-    const key = this.find(t.proto & 0xff, t.src | 0, t.dst | 0, ((t.sport & 0xffff) << 16) | (t.dport & 0xffff));
+    const key = this.findTuple(t);
     if (key < 0) {
       this.counters.notFound++;
       return -1;
@@ -313,7 +217,7 @@ export class ConntrackTable {
   /** Whether any live entry has this tuple in either direction (expired entries met here are reaped). */
   tupleInUse(t: Tuple, nowMs: number): boolean {
     if (nowMs > this.clock) this.clock = nowMs;
-    const key = this.find(t.proto & 0xff, t.src | 0, t.dst | 0, ((t.sport & 0xffff) << 16) | (t.dport & 0xffff));
+    const key = this.findTuple(t);
     if (key < 0) return false;
     const slot = key >> 1;
     if (this.times[slot << 1] <= nowMs) {
@@ -328,7 +232,7 @@ export class ConntrackTable {
    * this tuple, live or expired-but-not-reaped, or -1.
    */
   peek(t: Tuple): number {
-    return this.find(t.proto & 0xff, t.src | 0, t.dst | 0, ((t.sport & 0xffff) << 16) | (t.dport & 0xffff));
+    return this.findTuple(t);
   }
 
   /**
@@ -337,7 +241,8 @@ export class ConntrackTable {
    */
   releasedAt(t: Tuple): number {
     if (this.released === null) return -1;
-    return this.released.lastUse(t.proto & 0xff, t.src >>> 0, t.dst >>> 0, (((t.sport & 0xffff) << 16) | (t.dport & 0xffff)) >>> 0);
+    const w = t.w;
+    return this.released.lastUse(w[0], w[1] >>> 0, w[2] >>> 0, w[3] >>> 0);
   }
 
   /** Whether a released SNAT connection used this reply tuple less than `holdMs` before `nowMs`. */
@@ -349,6 +254,11 @@ export class ConntrackTable {
 
   private hashOf(proto: number, src: number, dst: number, ports: number): number {
     return this.fastHash ? tupleHashFast(this.k0, this.k1, proto, src, dst, ports) : tupleHash(this.k0, this.k1, proto, src, dst, ports);
+  }
+
+  private findTuple(t: Tuple): number {
+    const w = t.w;
+    return this.find(w[0], w[1], w[2], w[3]);
   }
 
   /** Probe for a tuple; src, dst and ports (sport<<16|dport) as int32. Returns its key or -1. */
@@ -385,15 +295,15 @@ export class ConntrackTable {
    */
   create(orig: Tuple, reply: Tuple, nowMs: number, icmpType = 8, icmpCode = 0): number {
     if (nowMs > this.clock) this.clock = nowMs;
-    const proto = orig.proto & 0xff;
-    const oSrc = orig.src >>> 0, oDst = orig.dst >>> 0, rSrc = reply.src >>> 0, rDst = reply.dst >>> 0;
-    const oSport = orig.sport & 0xffff, oDport = orig.dport & 0xffff, rSport = reply.sport & 0xffff, rDport = reply.dport & 0xffff;
+    const o = orig.w, r = reply.w;
+    const proto = o[0];
+    const oSrc = o[1] >>> 0, oDst = o[2] >>> 0, rSrc = r[1] >>> 0, rDst = r[2] >>> 0;
+    const oPorts = o[3] >>> 0, rPorts = r[3] >>> 0;
+    const oSport = oPorts >>> 16, oDport = oPorts & 0xffff, rSport = rPorts >>> 16, rDport = rPorts & 0xffff;
     if (proto === IPPROTO_ICMP && !icmpCanCreate(icmpType)) {
       this.counters.invalid++;
       return CT_CREATE_INVALID;
     }
-    const oPorts = ((oSport << 16) | oDport) >>> 0;
-    const rPorts = ((rSport << 16) | rDport) >>> 0;
     if (oSrc === rSrc && oDst === rDst && oPorts === rPorts) {
       // Both directions would be the same key (a packet to itself): not trackable.
       this.counters.insertFailed++;
@@ -870,25 +780,5 @@ export class ConntrackTable {
     }
     if (keys !== this.live * 2) return `index holds ${keys} keys for ${this.live} entries`;
     return this.idx.check();
-  }
-}
-
-/** May an ICMP message of this type start a connection? Queries only (echo, timestamp, info, address mask). */
-export function icmpCanCreate(type: number): boolean {
-  return type === 8 || type === 13 || type === 15 || type === 17;
-}
-
-/** The reply type of an ICMP query type (nf_conntrack_proto_icmp.c's invmap); other types map to themselves. */
-export function icmpReplyType(type: number): number {
-  switch (type) {
-    case 8: return 0;
-    case 13: return 14;
-    case 15: return 16;
-    case 17: return 18;
-    case 0: return 8;
-    case 14: return 13;
-    case 16: return 15;
-    case 18: return 17;
-    default: return type;
   }
 }
