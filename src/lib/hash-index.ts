@@ -14,7 +14,7 @@ export class HashIndex {
   readonly slots: Int32Array;
   readonly mask: number;
   /** Where entry `v`'s hash is read: hashes[v << shift]. */
-  hashes: Int32Array;
+  readonly hashes: Int32Array;
   private readonly shift: number;
 
   /**
