@@ -5,7 +5,9 @@
 // Timings are best-of-9 process CPU time; random-order lookups over ~18 MiB are memory-latency
 // bound, so neighbours on a shared box move them a lot.
 import { performance } from 'node:perf_hooks';
-import { ConntrackTable, DIR_ORIGINAL, SeededRandom, tupleHash, tupleHashFast, chooseMasqPort, RandomPool } from '../src/conntrack';
+import { ConntrackTable, DIR_ORIGINAL, Tuple, tupleHash, tupleHashFast, chooseMasqPort } from '../src/conntrack';
+import { RandomPool, SeededRandom } from '../src/lib/random';
+import { IPPROTO_TCP, TCP_ACK, TCP_SYN } from '../src/netstack/proto';
 
 const N = Number(process.argv[2] ?? 100_000);
 const MAX = Math.max(N, 1 << Math.ceil(Math.log2(N * 1.25)));
@@ -22,6 +24,12 @@ for (let i = 0; i < N; i++) {
 const order = new Uint32Array(N);
 for (let i = 0; i < N; i++) order[i] = i;
 for (let i = N - 1; i > 0; i--) { const j = rng.nextU32() % (i + 1); const t = order[i]; order[i] = order[j]; order[j] = t; }
+
+// Reused tuples, as the pipeline keeps them: nothing is allocated per operation.
+const q = new Tuple(), r = new Tuple();
+/** q = client i -> VIP (original direction); r = its DNAT'ed reply from the backend. */
+function orig(from: Uint32Array, i: number): Tuple { return q.set(IPPROTO_TCP, from[i], VIP, sport[i], dport[i]); }
+function reply(from: Uint32Array, i: number): Tuple { return r.set(IPPROTO_TCP, BE, from[i], 8080, sport[i]); }
 
 let sink = 0;
 /**
@@ -46,20 +54,20 @@ function best(label: string, ops: number, fn: () => void): number {
 
 function fill(t: ConntrackTable): void {
   for (let i = 0; i < N; i++) {
-    const s = t.create(6, src[i], VIP, sport[i], dport[i], BE, src[i], 8080, sport[i], 0);
-    if (s >= 0) t.update(s, DIR_ORIGINAL, 0x02, 0, 60, 0);
+    const s = t.create(orig(src, i), reply(src, i), 0);
+    if (s >= 0) t.update(s, DIR_ORIGINAL, TCP_SYN, 0, 60, 0);
   }
 }
 
 const k0 = 0x12345678, k1 = 0x9abcdef0;
 best('tupleHash (HalfSipHash-1-3)', N, () => {
   let acc = 0;
-  for (let i = 0; i < N; i++) acc ^= tupleHash(k0, k1, 6, src[i], VIP, (sport[i] << 16 | dport[i]));
+  for (let i = 0; i < N; i++) acc ^= tupleHash(k0, k1, IPPROTO_TCP, src[i], VIP, (sport[i] << 16 | dport[i]));
   sink ^= acc;
 });
 best('tupleHashFast (murmur-style)', N, () => {
   let acc = 0;
-  for (let i = 0; i < N; i++) acc ^= tupleHashFast(k0, k1, 6, src[i], VIP, (sport[i] << 16 | dport[i]));
+  for (let i = 0; i < N; i++) acc ^= tupleHashFast(k0, k1, IPPROTO_TCP, src[i], VIP, (sport[i] << 16 | dport[i]));
   sink ^= acc;
 });
 
@@ -81,34 +89,34 @@ function suite(hash: 'siphash' | 'murmur'): void {
   }
 
   // Warm up.
-  for (let w = 0; w < 3; w++) for (let i = 0; i < N; i++) sink ^= table.lookup(6, src[i], VIP, sport[i], dport[i], 1);
+  for (let w = 0; w < 3; w++) for (let i = 0; i < N; i++) sink ^= table.lookup(orig(src, i), 1);
 
   best('lookup hit, original dir (random order)', N, () => {
     let acc = 0;
-    for (let k = 0; k < N; k++) { const i = order[k]; acc ^= table.lookup(6, src[i], VIP, sport[i], dport[i], 1); }
+    for (let k = 0; k < N; k++) { const i = order[k]; acc ^= table.lookup(orig(src, i), 1); }
     sink ^= acc;
   });
   best('lookup hit, reply dir (random order)', N, () => {
     let acc = 0;
-    for (let k = 0; k < N; k++) { const i = order[k]; acc ^= table.lookup(6, BE, src[i], 8080, sport[i], 1); }
+    for (let k = 0; k < N; k++) { const i = order[k]; acc ^= table.lookup(reply(src, i), 1); }
     sink ^= acc;
   });
   best('lookup hit, 64 hot flows (cache-resident)', N, () => {
     let acc = 0;
-    for (let k = 0; k < N; k++) { const i = k & 63; acc ^= table.lookup(6, src[i], VIP, sport[i], dport[i], 1); }
+    for (let k = 0; k < N; k++) { const i = k & 63; acc ^= table.lookup(orig(src, i), 1); }
     sink ^= acc;
   });
   best('lookup miss', N, () => {
     let acc = 0;
-    for (let i = 0; i < N; i++) acc ^= table.lookup(6, missSrc[i], VIP, sport[i], dport[i], 1);
+    for (let i = 0; i < N; i++) acc ^= table.lookup(orig(missSrc, i), 1);
     sink ^= acc;
   });
   best('lookup hit + update (ACK, established)', N, () => {
     let acc = 0;
     for (let k = 0; k < N; k++) {
       const i = order[k];
-      const key = table.lookup(6, src[i], VIP, sport[i], dport[i], 2);
-      if (table.update(key >> 1, key & 1, 0x10, 100, 140, 2)) acc++;
+      const key = table.lookup(orig(src, i), 2);
+      if (table.update(key >> 1, key & 1, TCP_ACK, 100, 140, 2)) acc++;
     }
     sink ^= acc;
   });
@@ -117,21 +125,21 @@ function suite(hash: 'siphash' | 'murmur'): void {
   best(`create x${N} into an empty table`, N, () => {
     const t = new ConntrackTable({ max: MAX, seed: 2, hash });
     let acc = 0;
-    for (let i = 0; i < N; i++) acc ^= t.create(6, src[i], VIP, sport[i], dport[i], BE, src[i], 8080, sport[i], 0);
+    for (let i = 0; i < N; i++) acc ^= t.create(orig(src, i), reply(src, i), 0);
     sink ^= acc;
   });
   // Steady state at N entries: remove one, create one.
   {
     const t = new ConntrackTable({ max: MAX, seed: 3, hash });
-    for (let i = 0; i < N; i++) t.create(6, src[i], VIP, sport[i], dport[i], BE, src[i], 8080, sport[i], 0);
+    for (let i = 0; i < N; i++) t.create(orig(src, i), reply(src, i), 0);
     let flip = 0;
     best(`remove + create at ${N} entries`, N, () => {
       const from = flip === 0 ? src : missSrc, to = flip === 0 ? missSrc : src;
       let acc = 0;
       for (let i = 0; i < N; i++) {
-        const key = t.lookup(6, from[i], VIP, sport[i], dport[i], 0);
+        const key = t.lookup(orig(from, i), 0);
         if (key >= 0) t.remove(key >> 1);
-        acc ^= t.create(6, to[i], VIP, sport[i], dport[i], BE, to[i], 8080, sport[i], 0);
+        acc ^= t.create(orig(to, i), reply(to, i), 0);
       }
       flip ^= 1;
       sink ^= acc;
@@ -139,10 +147,11 @@ function suite(hash: 'siphash' | 'murmur'): void {
   }
   // chooseMasqPort with a random-fully search against the full table.
   {
-    const pool = new RandomPool();
+    const opts = { rng: new RandomPool(), fullyRandom: true, avoidReuseMs: 60_000 };
+    const masq = new Tuple(IPPROTO_TCP, BE, 0xc0a80202, 8080, 0);
     best('chooseMasqPort (fully random, 100k in table)', N, () => {
       let acc = 0;
-      for (let i = 0; i < N; i++) acc ^= chooseMasqPort(table, 6, sport[i], 0xc0a80202, BE, 8080, 2, pool, true, 60_000);
+      for (let i = 0; i < N; i++) acc ^= chooseMasqPort(table, masq, sport[i], 2, opts);
       sink ^= acc;
     });
   }

@@ -8,18 +8,20 @@ import {
   TCP_TIME_WAIT, TCP_CLOSE, TCP_SYN_SENT2, TCP_INVALID, TCP_IGNORE,
   tcpNextState, tcpFlagIndex, tcpFlagsValid, tcpCanCreate, TCP_SYN_SET, TCP_SYNACK_SET, TCP_FIN_SET, TCP_ACK_SET, TCP_RST_SET, TCP_NONE_SET,
   formatEntry, formatEvent, formatProcEntry, formatIp,
-  chooseMasqPort, masqPortRangeMin, masqPortRangeMax, RandomPool, SeededRandom, DEFAULT_TIMEOUTS, resolveTimeouts,
-  ConntrackEventType, tupleHash,
+  chooseMasqPort, masqPortRangeMin, masqPortRangeMax, DEFAULT_TIMEOUTS, resolveTimeouts,
+  ConntrackEventType, tupleHash, Tuple,
 } from '../src/conntrack';
+import { RandomPool, SeededRandom } from '../src/lib/random';
+import { TCP_FIN as FIN, TCP_SYN as SYN, TCP_RST as RST, TCP_PSH as PSH, TCP_ACK as ACK, TCP_URG as URG } from '../src/netstack/proto';
 
 const ip = (s: string): number => s.split('.').reduce((a, b) => a * 256 + Number(b), 0) >>> 0;
-const FIN = 0x01, SYN = 0x02, RST = 0x04, PSH = 0x08, ACK = 0x10, URG = 0x20;
+const tup = (proto: number, src: number, dst: number, sport: number, dport: number): Tuple => new Tuple(proto, src, dst, sport, dport);
 
 const CLIENT = ip('10.1.139.84'), VIP = ip('10.99.64.233'), NODE = ip('192.168.2.2');
 
 /** The hairpin flow of the `conntrack -L` example: client -> ClusterIP, DNAT to itself, SNAT to the node. */
 function hairpin(t: ConntrackTable, now: number): number {
-  return t.create(6, CLIENT, VIP, 48544, 9999, CLIENT, NODE, 80, 16495, now);
+  return t.create(tup(6, CLIENT, VIP, 48544, 9999), tup(6, CLIENT, NODE, 80, 16495), now);
 }
 
 /** Drive a packet; asserts nothing. */
@@ -87,23 +89,23 @@ describe('ConntrackTable basics', () => {
     const slot = hairpin(t, 0);
     expect(slot).toBeGreaterThanOrEqual(0);
     expect(t.size).toBe(1);
-    expect(t.lookup(6, CLIENT, VIP, 48544, 9999, 0)).toBe(slot << 1 | DIR_ORIGINAL);
-    expect(t.lookup(6, CLIENT, NODE, 80, 16495, 0)).toBe(slot << 1 | DIR_REPLY);
-    expect(t.lookup(6, CLIENT, VIP, 48544, 9998, 0)).toBe(-1);
-    expect(t.lookup(17, CLIENT, VIP, 48544, 9999, 0)).toBe(-1);
+    expect(t.lookup(tup(6, CLIENT, VIP, 48544, 9999), 0)).toBe(slot << 1 | DIR_ORIGINAL);
+    expect(t.lookup(tup(6, CLIENT, NODE, 80, 16495), 0)).toBe(slot << 1 | DIR_REPLY);
+    expect(t.lookup(tup(6, CLIENT, VIP, 48544, 9998), 0)).toBe(-1);
+    expect(t.lookup(tup(17, CLIENT, VIP, 48544, 9999), 0)).toBe(-1);
     expect(t.status(slot) & (IPS_SRC_NAT | IPS_DST_NAT | IPS_CONFIRMED)).toBe(IPS_SRC_NAT | IPS_DST_NAT | IPS_CONFIRMED);
     expect([t.origSrc(slot), t.origDst(slot), t.origSport(slot), t.origDport(slot)]).toEqual([CLIENT, VIP, 48544, 9999]);
     expect([t.replySrc(slot), t.replyDst(slot), t.replySport(slot), t.replyDport(slot)]).toEqual([CLIENT, NODE, 80, 16495]);
-    const k = t.lookup(6, CLIENT, NODE, 80, 16495, 0);
+    const k = t.lookup(tup(6, CLIENT, NODE, 80, 16495), 0);
     // Rewrite a reply from the opposite tuple.
     expect(t.keyDst(k ^ 1)).toBe(VIP);
-    expect(t.tupleInUse(6, CLIENT, NODE, 80, 16495, 0)).toBe(true);
-    expect(t.tupleInUse(6, CLIENT, NODE, 80, 16496, 0)).toBe(false);
+    expect(t.tupleInUse(tup(6, CLIENT, NODE, 80, 16495), 0)).toBe(true);
+    expect(t.tupleInUse(tup(6, CLIENT, NODE, 80, 16496), 0)).toBe(false);
     expect(t.checkIndex()).toBeNull();
     t.remove(slot);
     expect(t.size).toBe(0);
-    expect(t.lookup(6, CLIENT, VIP, 48544, 9999, 0)).toBe(-1);
-    expect(t.lookup(6, CLIENT, NODE, 80, 16495, 0)).toBe(-1);
+    expect(t.lookup(tup(6, CLIENT, VIP, 48544, 9999), 0)).toBe(-1);
+    expect(t.lookup(tup(6, CLIENT, NODE, 80, 16495), 0)).toBe(-1);
     expect(t.counters.inserts).toBe(1);
     expect(t.counters.deletes).toBe(1);
   });
@@ -111,7 +113,7 @@ describe('ConntrackTable basics', () => {
   it('no NAT: neither NAT bit', () => {
     const t = new ConntrackTable({ max: 4, seed: 2 });
     const a = ip('10.0.0.1'), b = ip('10.0.0.2');
-    const s = t.create(17, a, b, 1000, 53, b, a, 53, 1000, 0);
+    const s = t.create(tup(17, a, b, 1000, 53), tup(17, b, a, 53, 1000), 0);
     expect(t.status(s) & (IPS_SRC_NAT | IPS_DST_NAT)).toBe(0);
   });
 
@@ -119,20 +121,18 @@ describe('ConntrackTable basics', () => {
     const t = new ConntrackTable({ max: 16, seed: 3 });
     hairpin(t, 0);
     // Another client flow whose reply tuple equals the first one's reply tuple.
-    expect(t.create(6, ip('10.1.1.1'), VIP, 1, 9999, CLIENT, NODE, 80, 16495, 0)).toBe(CT_CREATE_CLASH);
+    expect(t.create(tup(6, ip('10.1.1.1'), VIP, 1, 9999), tup(6, CLIENT, NODE, 80, 16495), 0)).toBe(CT_CREATE_CLASH);
     // Original tuple equal to the first one's reply tuple.
-    expect(t.create(6, CLIENT, NODE, 80, 16495, NODE, CLIENT, 16495, 80, 0)).toBe(CT_CREATE_CLASH);
+    expect(t.create(tup(6, CLIENT, NODE, 80, 16495), tup(6, NODE, CLIENT, 16495, 80), 0)).toBe(CT_CREATE_CLASH);
     expect(t.counters.insertFailed).toBe(2);
     expect(t.size).toBe(1);
   });
 
-  it('ids are distinct and the user field is kept', () => {
+  it('ids are distinct', () => {
     const t = new ConntrackTable({ max: 8, seed: 4 });
-    const a = t.create(17, 1, 2, 3, 4, 2, 1, 4, 3, 0);
-    const b = t.create(17, 1, 2, 3, 5, 2, 1, 5, 3, 0);
+    const a = t.create(tup(17, 1, 2, 3, 4), tup(17, 2, 1, 4, 3), 0);
+    const b = t.create(tup(17, 1, 2, 3, 5), tup(17, 2, 1, 5, 3), 0);
     expect(t.id(a)).not.toBe(t.id(b));
-    t.setUser(a, 0xdeadbeef);
-    expect(t.user(a)).toBe(0xdeadbeef);
   });
 
   it('rejects bad options', () => {
@@ -187,10 +187,10 @@ describe('TCP tracking', () => {
     expect(t.tcpState(s)).toBe(TCP_TIME_WAIT);
     expect(t.timeoutLeftSec(s, 130)).toBe(120);
     expect(t.timeoutLeftSec(s, 130 + 119_999)).toBe(0);
-    expect(t.lookup(6, CLIENT, VIP, 48544, 9999, 130 + 119_999)).toBe(s << 1);
+    expect(t.lookup(tup(6, CLIENT, VIP, 48544, 9999), 130 + 119_999)).toBe(s << 1);
     // Lazy expiry: the lookup at the expiry instant removes it.
     expect(t.timeoutLeftSec(s, 130 + 120_000)).toBe(-1);
-    expect(t.lookup(6, CLIENT, NODE, 80, 16495, 130 + 120_000)).toBe(-1);
+    expect(t.lookup(tup(6, CLIENT, NODE, 80, 16495), 130 + 120_000)).toBe(-1);
     expect(t.size).toBe(0);
     expect(t.counters.expirations).toBe(1);
   });
@@ -213,8 +213,8 @@ describe('TCP tracking', () => {
     expect(pkt(t, s, DIR_REPLY, RST | ACK, 500)).toBe(true);
     expect(t.tcpState(s)).toBe(TCP_CLOSE);
     expect(t.timeoutLeftSec(s, 500)).toBe(10);
-    expect(t.lookup(6, CLIENT, VIP, 48544, 9999, 10_499)).toBe(s << 1);
-    expect(t.lookup(6, CLIENT, VIP, 48544, 9999, 10_500)).toBe(-1);
+    expect(t.lookup(tup(6, CLIENT, VIP, 48544, 9999), 10_499)).toBe(s << 1);
+    expect(t.lookup(tup(6, CLIENT, VIP, 48544, 9999), 10_500)).toBe(-1);
   });
 
   it('a RST as the only answer kills the entry (connection refused)', () => {
@@ -226,7 +226,7 @@ describe('TCP tracking', () => {
     expect(t.replyDport(s)).toBe(16495);
     expect(t.isLive(s)).toBe(true);
     // ...but gone for the next one.
-    expect(t.lookup(6, CLIENT, VIP, 48544, 9999, 5)).toBe(-1);
+    expect(t.lookup(tup(6, CLIENT, VIP, 48544, 9999), 5)).toBe(-1);
     expect(t.size).toBe(0);
   });
 
@@ -272,7 +272,7 @@ describe('TCP tracking', () => {
       expect(s).toBeGreaterThanOrEqual(0);
       expect(pkt(t, s, DIR_ORIGINAL, flags, 0)).toBe(false);
       expect(t.size).toBe(0);
-      expect(t.lookup(6, CLIENT, VIP, 48544, 9999, 0)).toBe(-1);
+      expect(t.lookup(tup(6, CLIENT, VIP, 48544, 9999), 0)).toBe(-1);
     }
     expect(events).toEqual([]);
     expect(t.checkIndex()).toBeNull();
@@ -308,8 +308,8 @@ describe('TCP tracking', () => {
 
     s = hairpin(t, 0);
     close(s);
-    expect(t.lookup(6, CLIENT, VIP, 48544, 9999, 20, ACK)).toBe(s << 1); // not a SYN: normal hit
-    expect(t.lookup(6, CLIENT, VIP, 48544, 9999, 20, SYN)).toBe(-1);
+    expect(t.lookup(tup(6, CLIENT, VIP, 48544, 9999), 20, ACK)).toBe(s << 1); // not a SYN: normal hit
+    expect(t.lookup(tup(6, CLIENT, VIP, 48544, 9999), 20, SYN)).toBe(-1);
     expect(t.size).toBe(0);
     expect(t.counters.reopens).toBe(2);
   });
@@ -351,11 +351,11 @@ describe('expiry and sweep', () => {
   it('sweep removes expired entries within its budget, incrementally', () => {
     const t = new ConntrackTable({ max: 1000, seed: 20 });
     for (let i = 0; i < 100; i++) {
-      const s = t.create(17, ip('10.0.0.1'), ip('10.0.0.2'), 1000 + i, 53, ip('10.0.0.2'), ip('10.0.0.1'), 53, 1000 + i, 0);
+      const s = t.create(tup(17, ip('10.0.0.1'), ip('10.0.0.2'), 1000 + i, 53), tup(17, ip('10.0.0.2'), ip('10.0.0.1'), 53, 1000 + i), 0);
       t.update(s, DIR_ORIGINAL, 0, 10, 38, 0);
     }
     for (let i = 0; i < 50; i++) {
-      const s = t.create(6, ip('10.0.0.1'), ip('10.0.0.3'), 2000 + i, 80, ip('10.0.0.3'), ip('10.0.0.1'), 80, 2000 + i, 0);
+      const s = t.create(tup(6, ip('10.0.0.1'), ip('10.0.0.3'), 2000 + i, 80), tup(6, ip('10.0.0.3'), ip('10.0.0.1'), 80, 2000 + i), 0);
       handshake(t, s, 0);
     }
     expect(t.size).toBe(150);
@@ -378,7 +378,7 @@ describe('expiry and sweep', () => {
 
   it('forEach(nowMs) skips expired entries not reaped yet', () => {
     const t = new ConntrackTable({ max: 8, seed: 21 });
-    const s = t.create(17, 1, 2, 3, 4, 2, 1, 4, 3, 0);
+    const s = t.create(tup(17, 1, 2, 3, 4), tup(17, 2, 1, 4, 3), 0);
     t.update(s, DIR_ORIGINAL, 0, 0, 28, 0);
     const seen: number[] = [];
     t.forEach((x) => seen.push(x), 30_000);
@@ -392,7 +392,7 @@ describe('UDP', () => {
   const C = ip('10.1.236.141'), DNS = ip('10.96.0.10'), EP = ip('10.1.139.90');
   it('30 s unreplied, 30 s after a reply, 120 s and ASSURED once still active past stream_ts (2 s)', () => {
     const t = new ConntrackTable({ max: 8, seed: 30 });
-    const s = t.create(17, C, DNS, 40000, 53, EP, C, 53, 40000, 10_000);
+    const s = t.create(tup(17, C, DNS, 40000, 53), tup(17, EP, C, 53, 40000), 10_000);
     t.update(s, DIR_ORIGINAL, 0, 30, 58, 10_000);
     expect(t.timeoutLeftSec(s, 10_000)).toBe(30);
     expect(t.seenReply(s)).toBe(false);
@@ -409,16 +409,16 @@ describe('UDP', () => {
 
   it('a request/answer pair within 2 s stays at 30 s and not ASSURED (DNS)', () => {
     const t = new ConntrackTable({ max: 8, seed: 31 });
-    const s = t.create(17, C, DNS, 40001, 53, EP, C, 53, 40001, 0);
+    const s = t.create(tup(17, C, DNS, 40001, 53), tup(17, EP, C, 53, 40001), 0);
     t.update(s, DIR_ORIGINAL, 0, 30, 58, 0);
     t.update(s, DIR_REPLY, 0, 30, 58, 3);
     expect(t.isAssured(s)).toBe(false);
-    expect(t.lookup(17, C, DNS, 40001, 53, 30_003)).toBe(-1);
+    expect(t.lookup(tup(17, C, DNS, 40001, 53), 30_003)).toBe(-1);
   });
 
   it('IPS_NAT_CLASH entries never become ASSURED', () => {
     const t = new ConntrackTable({ max: 8, seed: 32 });
-    const s = t.create(17, C, DNS, 40002, 53, EP, C, 53, 40002, 0);
+    const s = t.create(tup(17, C, DNS, 40002, 53), tup(17, EP, C, 53, 40002), 0);
     t.update(s, DIR_ORIGINAL, 0, 30, 58, 0);
     t.setStatusBits(s, IPS_NAT_CLASH);
     t.update(s, DIR_REPLY, 0, 30, 58, 1);
@@ -432,28 +432,28 @@ describe('ICMP', () => {
   const C = ip('10.1.236.141'), S = ip('10.99.64.233');
   it('echo: (1, src, dst, id, 0) both ways, 30 s', () => {
     const t = new ConntrackTable({ max: 8, seed: 40 });
-    const s = t.create(1, C, S, 1234, 0, S, C, 1234, 0, 0, 8, 0);
+    const s = t.create(tup(1, C, S, 1234, 0), tup(1, S, C, 1234, 0), 0, 8, 0);
     expect(s).toBeGreaterThanOrEqual(0);
     expect(t.update(s, DIR_ORIGINAL, 0, 56, 84, 0)).toBe(true);
-    const k = t.lookup(1, S, C, 1234, 0, 100);
+    const k = t.lookup(tup(1, S, C, 1234, 0), 100);
     expect(k).toBe(s << 1 | DIR_REPLY);
     t.update(s, DIR_REPLY, 0, 56, 84, 100);
     expect(t.timeoutLeftSec(s, 100)).toBe(30);
     expect(t.isAssured(s)).toBe(false);
     expect(t.replyIcmpType(s)).toBe(0);
-    expect(t.lookup(1, C, S, 1235, 0, 100)).toBe(-1);
+    expect(t.lookup(tup(1, C, S, 1235, 0), 100)).toBe(-1);
   });
 
   it('only queries create entries', () => {
     const t = new ConntrackTable({ max: 8, seed: 41 });
-    expect(t.create(1, C, S, 1, 0, S, C, 1, 0, 0, 0, 0)).toBe(CT_CREATE_INVALID);
-    expect(t.create(1, C, S, 1, 0, S, C, 1, 0, 0, 3, 1)).toBe(CT_CREATE_INVALID);
-    expect(t.create(1, C, S, 1, 0, S, C, 1, 0, 0, 13, 0)).toBeGreaterThanOrEqual(0);
+    expect(t.create(tup(1, C, S, 1, 0), tup(1, S, C, 1, 0), 0, 0, 0)).toBe(CT_CREATE_INVALID);
+    expect(t.create(tup(1, C, S, 1, 0), tup(1, S, C, 1, 0), 0, 3, 1)).toBe(CT_CREATE_INVALID);
+    expect(t.create(tup(1, C, S, 1, 0), tup(1, S, C, 1, 0), 0, 13, 0)).toBeGreaterThanOrEqual(0);
   });
 
   it('generic protocols: 600 s', () => {
     const t = new ConntrackTable({ max: 8, seed: 42 });
-    const s = t.create(47, C, S, 0, 0, S, C, 0, 0, 0);
+    const s = t.create(tup(47, C, S, 0, 0), tup(47, S, C, 0, 0), 0);
     t.update(s, DIR_ORIGINAL, 0, 0, 100, 0);
     expect(t.timeoutLeftSec(s, 0)).toBe(600);
   });
@@ -461,7 +461,7 @@ describe('ICMP', () => {
 
 describe('table full', () => {
   const mk = (t: ConntrackTable, i: number, now: number) =>
-    t.create(6, ip('10.0.0.1'), ip('10.96.0.1'), 10000 + i, 80, ip('10.2.0.1'), ip('10.0.0.1'), 8080, 10000 + i, now);
+    t.create(tup(6, ip('10.0.0.1'), ip('10.96.0.1'), 10000 + i, 80), tup(6, ip('10.2.0.1'), ip('10.0.0.1'), 8080, 10000 + i), now);
 
   it('early-drops one non-ASSURED entry to make room', () => {
     const t = new ConntrackTable({ max: 4, seed: 50 });
@@ -489,7 +489,7 @@ describe('table full', () => {
   it('reaps an expired entry instead of dropping a live one', () => {
     const t = new ConntrackTable({ max: 4, seed: 52 });
     for (let i = 0; i < 4; i++) handshake(t, mk(t, i, 0), 0);
-    const victim = t.lookup(6, ip('10.0.0.1'), ip('10.96.0.1'), 10002, 80, 0) >> 1;
+    const victim = t.lookup(tup(6, ip('10.0.0.1'), ip('10.96.0.1'), 10002, 80), 0) >> 1;
     t.setTimeout(victim, 1, 0);
     expect(mk(t, 4, 5000)).toBeGreaterThanOrEqual(0);
     expect(t.counters.expirations).toBe(1);
@@ -504,7 +504,7 @@ describe('table full', () => {
     handshake(t, mk(t, 1, 0), 0);
     expect(mk(t, 2, 10)).toBeGreaterThanOrEqual(0);
     expect(t.counters.earlyDrops).toBe(1);
-    expect(t.lookup(6, ip('10.0.0.1'), ip('10.96.0.1'), 10000, 80, 10)).toBe(-1);
+    expect(t.lookup(tup(6, ip('10.0.0.1'), ip('10.96.0.1'), 10000, 80), 10)).toBe(-1);
   });
 });
 
@@ -536,7 +536,7 @@ describe('hash index under churn', () => {
           const ko = k(p, o.o), kr = k(p, o.r);
           const expectClash = ko === kr || model.has(ko) || model.has(kr);
           if (!expectClash && slots.size >= MAX) continue; // early drop would pick an arbitrary victim
-          const s = t.create(p, o.o[1], o.o[2], o.o[3], o.o[4], o.r[1], o.r[2], o.r[3], o.r[4], 0);
+          const s = t.create(tup(p, o.o[1], o.o[2], o.o[3], o.o[4]), tup(p, o.r[1], o.r[2], o.r[3], o.r[4]), 0);
           if (expectClash) {
             expect(s).toBe(CT_CREATE_CLASH);
           } else {
@@ -555,14 +555,14 @@ describe('hash index under churn', () => {
           model.delete(ko); model.delete(kr); slots.delete(s);
         } else {
           const want = model.get(k(o.o[0], o.o)) ?? -1;
-          expect(t.lookup(o.o[0], o.o[1], o.o[2], o.o[3], o.o[4], 0)).toBe(want);
+          expect(t.lookup(tup(o.o[0], o.o[1], o.o[2], o.o[3], o.o[4]), 0)).toBe(want);
         }
         expect(t.size).toBe(slots.size);
       }
       // Every tuple of the model is found, and the index invariant holds.
       for (const [key, want] of model) {
         const [p, a, b, sp, dp] = key.split('/').map(Number);
-        expect(t.lookup(p, a, b, sp, dp, 0)).toBe(want);
+        expect(t.lookup(tup(p, a, b, sp, dp), 0)).toBe(want);
       }
       expect(t.checkIndex()).toBeNull();
     }), { numRuns: 300 });
@@ -576,7 +576,7 @@ describe('hash index under churn', () => {
     for (let step = 0; step < 100_000; step++) {
       if (live.size < MAX - 8 && (live.size < MAX / 2 || rng.nextU32() % 2 === 0)) {
         const src = rng.nextU32(), sport = rng.nextU32() & 0xffff, dport = rng.nextU32() & 0xffff;
-        const s = t.create(6, src, 0x0a600001, sport, dport, 0x0a020003, src, 8080, sport, 0);
+        const s = t.create(tup(6, src, 0x0a600001, sport, dport), tup(6, 0x0a020003, src, 8080, sport), 0);
         if (s >= 0) live.set(s, [src, sport, dport]);
       } else {
         const arr = [...live.keys()];
@@ -587,8 +587,8 @@ describe('hash index under churn', () => {
     }
     expect(t.size).toBe(live.size);
     for (const [s, [src, sport, dport]] of live) {
-      expect(t.lookup(6, src, 0x0a600001, sport, dport, 0)).toBe(s << 1);
-      expect(t.lookup(6, 0x0a020003, src, 8080, sport, 0)).toBe((s << 1) | 1);
+      expect(t.lookup(tup(6, src, 0x0a600001, sport, dport), 0)).toBe(s << 1);
+      expect(t.lookup(tup(6, 0x0a020003, src, 8080, sport), 0)).toBe((s << 1) | 1);
     }
     expect(t.checkIndex()).toBeNull();
     expect(t.counters.searched / Math.max(1, t.counters.found + t.counters.notFound)).toBeLessThan(3);
@@ -605,7 +605,9 @@ describe('hash index under churn', () => {
 describe('chooseMasqPort', () => {
   const C = ip('10.1.236.141'), BE = ip('10.1.139.90');
   const masqEntry = (t: ConntrackTable, cport: number, port: number, now = 0) =>
-    t.create(6, C, VIP, cport, 80, BE, NODE, 8080, port, now);
+    t.create(tup(6, C, VIP, cport, 80), tup(6, BE, NODE, 8080, port), now);
+  /** The reply tuple of a connection masqueraded to NODE towards BE:8080 (the port is chosen). */
+  const TO_BE = tup(6, BE, NODE, 8080, 0);
 
   it('default ranges follow the original port', () => {
     expect([masqPortRangeMin(6, 80), masqPortRangeMax(6, 80)]).toEqual([1, 511]);
@@ -616,21 +618,21 @@ describe('chooseMasqPort', () => {
 
   it('keeps the original port when free (not fully random)', () => {
     const t = new ConntrackTable({ max: 64, seed: 70 });
-    expect(chooseMasqPort(t, 6, 40000, NODE, BE, 8080, 0, new SeededRandom(1), false)).toBe(40000);
+    expect(chooseMasqPort(t, TO_BE, 40000, 0, { rng: new SeededRandom(1) })).toBe(40000);
   });
 
   it('moves away from a taken original port, within its range', () => {
     const t = new ConntrackTable({ max: 64, seed: 71 });
     masqEntry(t, 1, 40000);
-    const p = chooseMasqPort(t, 6, 40000, NODE, BE, 8080, 0, new SeededRandom(2), false);
+    const p = chooseMasqPort(t, TO_BE, 40000, 0, { rng: new SeededRandom(2) });
     expect(p).not.toBe(40000);
     expect(p).toBeGreaterThanOrEqual(1024);
     masqEntry(t, 2, 700);
-    const q = chooseMasqPort(t, 6, 700, NODE, BE, 8080, 0, new SeededRandom(3), false);
+    const q = chooseMasqPort(t, TO_BE, 700, 0, { rng: new SeededRandom(3) });
     expect(q).toBeGreaterThanOrEqual(600);
     expect(q).toBeLessThanOrEqual(1023);
     expect(q).not.toBe(700);
-    const r = chooseMasqPort(t, 6, 80, NODE, BE, 8080, 0, new SeededRandom(4), true);
+    const r = chooseMasqPort(t, TO_BE, 80, 0, { rng: new SeededRandom(4), fullyRandom: true });
     expect(r).toBeGreaterThanOrEqual(1);
     expect(r).toBeLessThanOrEqual(511);
   });
@@ -639,12 +641,12 @@ describe('chooseMasqPort', () => {
     const t = new ConntrackTable({ max: 64, seed: 72 });
     for (let p = 5000; p <= 5009; p++) if (p !== 5006) masqEntry(t, p, p);
     for (let seed = 0; seed < 20; seed++) {
-      expect(chooseMasqPort(t, 6, 5000, NODE, BE, 8080, 0, new SeededRandom(seed), true, 0, 5000, 5009)).toBe(5006);
+      expect(chooseMasqPort(t, TO_BE, 5000, 0, { rng: new SeededRandom(seed), fullyRandom: true, rangeMin: 5000, rangeMax: 5009 })).toBe(5006);
     }
     masqEntry(t, 5006, 5006);
-    expect(chooseMasqPort(t, 6, 5000, NODE, BE, 8080, 0, new SeededRandom(1), false, 0, 5000, 5009)).toBe(-1);
+    expect(chooseMasqPort(t, TO_BE, 5000, 0, { rng: new SeededRandom(1), rangeMin: 5000, rangeMax: 5009 })).toBe(-1);
     // Another backend port or address is a different reply tuple: free again.
-    expect(chooseMasqPort(t, 6, 5000, NODE, BE, 8081, 0, new SeededRandom(1), false, 0, 5000, 5009)).toBe(5000);
+    expect(chooseMasqPort(t, tup(6, BE, NODE, 8081, 0), 5000, 0, { rng: new SeededRandom(1), rangeMin: 5000, rangeMax: 5009 })).toBe(5000);
   });
 
   it('gives up after 128+64+32+16+8 probes in a large, nearly full range', () => {
@@ -652,7 +654,7 @@ describe('chooseMasqPort', () => {
     for (let p = 20000; p < 24000; p++) masqEntry(t, p, p);
     let draws = 0;
     const rng = { nextU32: () => { draws++; return 0; } }; // offset 0 every round: always the taken start
-    expect(chooseMasqPort(t, 6, 30000, NODE, BE, 8080, 0, rng, true, 0, 20000, 24000 - 1 + 0)).toBe(-1);
+    expect(chooseMasqPort(t, TO_BE, 30000, 0, { rng, fullyRandom: true, rangeMin: 20000, rangeMax: 24000 - 1 + 0 })).toBe(-1);
     expect(draws).toBe(5);
   });
 
@@ -664,14 +666,14 @@ describe('chooseMasqPort', () => {
         const t = new ConntrackTable({ max: 128, seed });
         const used = new Set<number>();
         for (const p of taken) if (!used.has(p) && masqEntry(t, p, p) >= 0) used.add(p);
-        const port = chooseMasqPort(t, 6, orig, NODE, BE, 8080, 0, new SeededRandom(seed), fully, 0, 6000, 6063);
+        const port = chooseMasqPort(t, TO_BE, orig, 0, { rng: new SeededRandom(seed), fullyRandom: fully, rangeMin: 6000, rangeMax: 6063 });
         if (used.size === 64) {
           expect(port).toBe(-1);
         } else {
           expect(port).toBeGreaterThanOrEqual(6000);
           expect(port).toBeLessThanOrEqual(6063);
           expect(used.has(port)).toBe(false);
-          expect(t.tupleInUse(6, BE, NODE, 8080, port, 0)).toBe(false);
+          expect(t.tupleInUse(tup(6, BE, NODE, 8080, port), 0)).toBe(false);
           if (!fully && !used.has(orig)) expect(port).toBe(orig);
         }
       }), { numRuns: 200 });
@@ -679,9 +681,9 @@ describe('chooseMasqPort', () => {
 
   it('ICMP: chooses an echo id for (1, peer, nat, id, 0)', () => {
     const t = new ConntrackTable({ max: 8, seed: 74 });
-    t.create(1, C, BE, 77, 0, BE, NODE, 77, 0, 0);
-    expect(chooseMasqPort(t, 1, 78, NODE, BE, 0, 0, new SeededRandom(1), false)).toBe(78);
-    const id = chooseMasqPort(t, 1, 77, NODE, BE, 0, 0, new SeededRandom(1), false);
+    t.create(tup(1, C, BE, 77, 0), tup(1, BE, NODE, 77, 0), 0);
+    expect(chooseMasqPort(t, tup(1, BE, NODE, 0, 0), 78, 0, { rng: new SeededRandom(1) })).toBe(78);
+    const id = chooseMasqPort(t, tup(1, BE, NODE, 0, 0), 77, 0, { rng: new SeededRandom(1) });
     expect(id).not.toBe(77);
     expect(id).toBeGreaterThanOrEqual(0);
     expect(id).toBeLessThanOrEqual(65535);
@@ -693,14 +695,14 @@ describe('chooseMasqPort', () => {
     handshake(t, s, 0);
     t.update(s, DIR_REPLY, RST | ACK, 0, 40, 1000); // aborted: CLOSE, removed soon after
     t.remove(s);
-    expect(t.releasedAt(6, BE, NODE, 8080, 7000)).toBe(1000);
-    expect(t.recentlyReleased(6, BE, NODE, 8080, 7000, 2000, 60_000)).toBe(true);
-    expect(chooseMasqPort(t, 6, 7000, NODE, BE, 8080, 2000, new SeededRandom(1), false, 60_000, 7000, 7001)).toBe(7001);
+    expect(t.releasedAt(tup(6, BE, NODE, 8080, 7000))).toBe(1000);
+    expect(t.recentlyReleased(tup(6, BE, NODE, 8080, 7000), 2000, 60_000)).toBe(true);
+    expect(chooseMasqPort(t, TO_BE, 7000, 2000, { rng: new SeededRandom(1), avoidReuseMs: 60_000, rangeMin: 7000, rangeMax: 7001 })).toBe(7001);
     masqEntry(t, 2, 7001, 2000);
-    expect(chooseMasqPort(t, 6, 7000, NODE, BE, 8080, 2000, new SeededRandom(1), false, 60_000, 7000, 7001)).toBe(-1);
+    expect(chooseMasqPort(t, TO_BE, 7000, 2000, { rng: new SeededRandom(1), avoidReuseMs: 60_000, rangeMin: 7000, rangeMax: 7001 })).toBe(-1);
     // Without the check, or after the hold, the port is fine.
-    expect(chooseMasqPort(t, 6, 7000, NODE, BE, 8080, 2000, new SeededRandom(1), false, 0, 7000, 7001)).toBe(7000);
-    expect(chooseMasqPort(t, 6, 7000, NODE, BE, 8080, 61_000, new SeededRandom(1), false, 60_000, 7000, 7001)).toBe(7000);
+    expect(chooseMasqPort(t, TO_BE, 7000, 2000, { rng: new SeededRandom(1), rangeMin: 7000, rangeMax: 7001 })).toBe(7000);
+    expect(chooseMasqPort(t, TO_BE, 7000, 61_000, { rng: new SeededRandom(1), avoidReuseMs: 60_000, rangeMin: 7000, rangeMax: 7001 })).toBe(7000);
   });
 
   it('the released memory is bounded', () => {
@@ -711,9 +713,9 @@ describe('chooseMasqPort', () => {
       t.remove(s);
     }
     let remembered = 0;
-    for (let i = 0; i < 40; i++) if (t.releasedAt(6, BE, NODE, 8080, 9000 + i) >= 0) remembered++;
+    for (let i = 0; i < 40; i++) if (t.releasedAt(tup(6, BE, NODE, 8080, 9000 + i)) >= 0) remembered++;
     expect(remembered).toBe(8);
-    expect(t.releasedAt(6, BE, NODE, 8080, 9039)).toBe(39);
+    expect(t.releasedAt(tup(6, BE, NODE, 8080, 9039))).toBe(39);
   });
 
   it('evictClosing reclaims a long-idle TIME_WAIT port for a new SYN', () => {
@@ -722,17 +724,18 @@ describe('chooseMasqPort', () => {
     handshake(t, s, 0);
     pkt(t, s, DIR_ORIGINAL, FIN | ACK, 10); pkt(t, s, DIR_REPLY, FIN | ACK, 11); pkt(t, s, DIR_ORIGINAL, ACK, 12);
     expect(t.tcpState(s)).toBe(TCP_TIME_WAIT);
+    const opts = { rng: new SeededRandom(1), fullyRandom: true, avoidReuseMs: 60_000, rangeMin: 7100, rangeMax: 7100, evictClosing: true };
     // Idle 30 s: still within the 60 s hold.
-    expect(chooseMasqPort(t, 6, 7100, NODE, BE, 8080, 30_012, new SeededRandom(1), true, 60_000, 7100, 7100, true)).toBe(-1);
+    expect(chooseMasqPort(t, TO_BE, 7100, 30_012, opts)).toBe(-1);
     // Idle 61 s: evicted.
-    expect(chooseMasqPort(t, 6, 7100, NODE, BE, 8080, 61_012, new SeededRandom(1), true, 60_000, 7100, 7100, true)).toBe(7100);
+    expect(chooseMasqPort(t, TO_BE, 7100, 61_012, opts)).toBe(7100);
     expect(t.counters.natEvictions).toBe(1);
     expect(t.isLive(s)).toBe(false);
     // Without evictClosing the kernel-classic behaviour: taken.
     const u = masqEntry(t, 2, 7101, 0);
     handshake(t, u, 0);
     pkt(t, u, DIR_ORIGINAL, FIN | ACK, 10); pkt(t, u, DIR_REPLY, FIN | ACK, 11); pkt(t, u, DIR_ORIGINAL, ACK, 12);
-    expect(chooseMasqPort(t, 6, 7101, NODE, BE, 8080, 61_012, new SeededRandom(1), true, 60_000, 7101, 7101)).toBe(-1);
+    expect(chooseMasqPort(t, TO_BE, 7101, 61_012, { ...opts, rangeMin: 7101, rangeMax: 7101, evictClosing: false })).toBe(-1);
   });
 });
 
@@ -750,23 +753,23 @@ describe('formatting', () => {
       'tcp      6 117 TIME_WAIT src=10.1.139.84 dst=10.99.64.233 sport=48544 dport=9999 packets=4 bytes=240 ' +
       'src=10.1.139.84 dst=192.168.2.2 sport=80 dport=16495 packets=3 bytes=180 [ASSURED] mark=0 use=1 id=' + t.id(s));
 
-    const u = t.create(17, ip('10.1.236.141'), ip('10.96.0.10'), 40000, 53, ip('10.1.139.90'), ip('10.1.236.141'), 53, 40000, 5000);
+    const u = t.create(tup(17, ip('10.1.236.141'), ip('10.96.0.10'), 40000, 53), tup(17, ip('10.1.139.90'), ip('10.1.236.141'), 53, 40000), 5000);
     t.update(u, DIR_ORIGINAL, 0, 30, 58, 5000);
     expect(formatEntry(t, u, 6500)).toBe(
       'udp      17 28 src=10.1.236.141 dst=10.96.0.10 sport=40000 dport=53 [UNREPLIED] src=10.1.139.90 dst=10.1.236.141 sport=53 dport=40000 mark=0 use=1');
 
     const C = ip('10.1.236.141'), S = ip('10.99.64.233');
-    const i = t.create(1, C, S, 1234, 0, S, C, 1234, 0, 7000, 8, 0);
+    const i = t.create(tup(1, C, S, 1234, 0), tup(1, S, C, 1234, 0), 7000, 8, 0);
     t.update(i, DIR_ORIGINAL, 0, 56, 84, 7000);
     t.update(i, DIR_REPLY, 0, 56, 84, 7001);
     expect(formatEntry(t, i, 7501)).toBe(
       'icmp     1 29 src=10.1.236.141 dst=10.99.64.233 type=8 code=0 id=1234 src=10.99.64.233 dst=10.1.236.141 type=0 code=0 id=1234 mark=0 use=1');
 
-    const g = t.create(47, C, S, 0, 0, S, C, 0, 0, 0);
+    const g = t.create(tup(47, C, S, 0, 0), tup(47, S, C, 0, 0), 0);
     t.update(g, DIR_ORIGINAL, 0, 0, 100, 0);
     expect(formatEntry(t, g, 0)).toBe(
       'gre      47 600 src=10.1.236.141 dst=10.99.64.233 srckey=0x0 dstkey=0x0 [UNREPLIED] src=10.99.64.233 dst=10.1.236.141 srckey=0x0 dstkey=0x0 mark=0 use=1');
-    const x = t.create(4, C, S, 0, 0, S, C, 0, 0, 0);
+    const x = t.create(tup(4, C, S, 0, 0), tup(4, S, C, 0, 0), 0);
     t.update(x, DIR_ORIGINAL, 0, 0, 100, 0);
     expect(formatEntry(t, x, 0, { proc: true })).toBe(
       'ipv4     2 unknown  4 600 src=10.1.236.141 dst=10.99.64.233 [UNREPLIED] src=10.99.64.233 dst=10.1.236.141 mark=0 use=1');
@@ -791,7 +794,7 @@ describe('formatting', () => {
     pkt(t, s, DIR_ORIGINAL, FIN | ACK, 200);
     pkt(t, s, DIR_REPLY, FIN | ACK, 201);
     pkt(t, s, DIR_ORIGINAL, ACK, 202);
-    t.lookup(6, CLIENT, VIP, 48544, 9999, 202 + 120_000);
+    t.lookup(tup(6, CLIENT, VIP, 48544, 9999), 202 + 120_000);
     const O = 'src=10.1.139.84 dst=10.99.64.233 sport=48544 dport=9999';
     const R = 'src=10.1.139.84 dst=192.168.2.2 sport=80 dport=16495';
     expect(lines).toEqual([
@@ -812,7 +815,7 @@ describe('formatting', () => {
     const lines: string[] = [];
     t.onEvent = (type, slot) => lines.push(formatEvent(type, t, slot));
     const C = ip('10.1.236.141'), D = ip('10.96.0.10'), E = ip('10.1.139.90');
-    const u = t.create(17, C, D, 40000, 53, E, C, 53, 40000, 0);
+    const u = t.create(tup(17, C, D, 40000, 53), tup(17, E, C, 53, 40000), 0);
     t.update(u, DIR_ORIGINAL, 0, 30, 58, 0);
     t.update(u, DIR_REPLY, 0, 30, 58, 10);
     t.update(u, DIR_ORIGINAL, 0, 30, 58, 3000);
@@ -861,5 +864,19 @@ describe('RandomPool', () => {
     expect(t.lastVerdict).toBe(CT_ACCEPT);
     t.remove(s);
     expect(t.size).toBe(0);
+  });
+});
+
+describe('Tuple', () => {
+  it('keeps addresses unsigned and ports in 16 bits; invertOf swaps, ICMP keeps (id, 0)', () => {
+    const t = new Tuple(6, ip('255.1.2.3'), ip('10.0.0.1'), 65535, 80);
+    expect([t.proto, t.src, t.dst, t.sport, t.dport]).toEqual([6, ip('255.1.2.3'), ip('10.0.0.1'), 65535, 80]);
+    const r = new Tuple().invertOf(t);
+    expect([r.proto, r.src, r.dst, r.sport, r.dport]).toEqual([6, ip('10.0.0.1'), ip('255.1.2.3'), 80, 65535]);
+    expect(new Tuple().invertOf(r).equals(t)).toBe(true);
+    r.dport = 1234; r.sport = 4321;
+    expect([r.sport, r.dport]).toEqual([4321, 1234]);
+    const e = new Tuple(1, ip('10.0.0.1'), ip('10.0.0.2'), 0xbeef, 0);
+    expect(e.invertOf(e).equals(new Tuple(1, ip('10.0.0.2'), ip('10.0.0.1'), 0xbeef, 0))).toBe(true);
   });
 });

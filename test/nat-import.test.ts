@@ -4,9 +4,10 @@ import * as path from 'node:path';
 import fc from 'fast-check';
 import { parseAllDocuments, stringify } from 'yaml';
 import {
-  ConfigError, ImportError, ImportOptions, NAT_DNAT, NatDecision, SeededRandom, buildRules, compileMatcher, fastYamlDocuments,
+  ConfigError, ImportError, ImportOptions, NAT_DNAT, NatDecision, buildRules, compileMatcher, fastYamlDocuments,
   formatIPv4, importIptablesSave, loadConfig, makeNodeSettings, parseConfig, parseIPv4, renderIptablesSave,
 } from '../src/nat';
+import { SeededRandom } from '../src/lib/random';
 
 const ROOT = path.resolve(__dirname, '..');
 const SEEDS = path.resolve(ROOT, '../shared/seeds');

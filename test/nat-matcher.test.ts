@@ -3,9 +3,10 @@ import * as path from 'node:path';
 import fc from 'fast-check';
 import {
   Chain, ClusterState, Match, Matcher, MatcherError, MatcherHandle, NAT_DNAT, NAT_DROP, NAT_NONE, NAT_REJECT, NatDecision,
-  Rule, RuleSet, SeededRandom, Target, buildRules, cidrOf, compileMatcher, formatIPv4, loadConfig, makeNodeSettings, parseConfig,
+  Rule, RuleSet, Target, buildRules, cidrOf, compileMatcher, formatIPv4, loadConfig, makeNodeSettings, parseConfig,
   parseIPv4,
 } from '../src/nat';
+import { SeededRandom } from '../src/lib/random';
 
 const ROOT = path.resolve(__dirname, '..');
 const lab = loadConfig(path.join(ROOT, 'lab/cluster.yaml'));

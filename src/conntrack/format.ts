@@ -11,7 +11,9 @@
 //   ("ipv4     2 tcp      6 …"), otherwise the same fields, ending "use=%u".
 //
 // Listing helpers, not hot path: they build strings.
-import { ConntrackTable, ConntrackEventType, DIR_ORIGINAL, DIR_REPLY, IPPROTO_ICMP, IPPROTO_TCP, IPS_ASSURED, IPS_SEEN_REPLY, IPS_OFFLOAD, IPS_HW_OFFLOAD } from './table';
+import { IPPROTO_ICMP, IPPROTO_TCP } from '../netstack/proto';
+import type { ConntrackTable } from './table';
+import { ConntrackEventType, DIR_ORIGINAL, DIR_REPLY, IPS_ASSURED, IPS_SEEN_REPLY, IPS_OFFLOAD, IPS_HW_OFFLOAD } from './types';
 import { TCP_STATE_NAMES } from './tcp-state';
 
 export interface FormatOptions {

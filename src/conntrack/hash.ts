@@ -5,6 +5,7 @@
 //
 // Input: 13 bytes (src, dst, ports = sport<<16|dport, proto); output: a signed 32-bit integer.
 // Allocation-free; a plain function V8 inlines into the probe loops.
+import { RandomPool, SeededRandom, U32Source } from '../lib/random';
 
 export function tupleHash(k0: number, k1: number, proto: number, src: number, dst: number, ports: number): number {
   let v0 = k0 | 0;
@@ -33,23 +34,9 @@ export function tupleHash(k0: number, k1: number, proto: number, src: number, ds
 }
 
 /** Two 32-bit key words: from `seed` (deterministic, for tests) or from the OS CSPRNG. */
-export function hashKey(seed: number | undefined, randomFill: (b: Uint32Array) => void): [number, number] {
-  if (seed === undefined) {
-    const k = new Uint32Array(2);
-    randomFill(k);
-    return [k[0] | 0, k[1] | 0];
-  }
-  // splitmix32 twice: different seeds give unrelated keys.
-  let s = seed | 0;
-  const out: number[] = [];
-  for (let i = 0; i < 2; i++) {
-    s = (s + 0x9e3779b9) | 0;
-    let z = s;
-    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
-    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
-    out.push((z ^ (z >>> 16)) | 0);
-  }
-  return [out[0], out[1]];
+export function hashKey(seed: number | undefined): [number, number] {
+  const r: U32Source = seed === undefined ? new RandomPool(2) : new SeededRandom(seed);
+  return [r.nextU32() | 0, r.nextU32() | 0];
 }
 
 /**

@@ -6,16 +6,32 @@
 // a port is usable iff no live entry holds that tuple in either direction (the kernel's
 // nf_nat_used_tuple). Optionally it must also not have been released by an SNAT'd connection less
 // than `avoidReuseMs` ago (see released.ts: the backend may still hold it in TIME_WAIT).
-import { ConntrackTable, DIR_REPLY, IPPROTO_ICMP, IPPROTO_TCP, IPS_SRC_NAT } from './table';
+import { IPPROTO_DCCP, IPPROTO_ICMP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE } from '../netstack/proto';
+import type { U32Source } from '../lib/random';
+import type { ConntrackTable } from './table';
+import { DIR_REPLY, IPS_SRC_NAT } from './types';
 import { TCP_TIME_WAIT, TCP_CLOSE } from './tcp-state';
-import type { U32Source } from './random';
+import { Tuple } from './tuple';
 
 /** Ports tried in the first round (NF_NAT_MAX_ATTEMPTS). */
 export const NF_NAT_MAX_ATTEMPTS = 128;
 /** In the last this-many attempts of a round, evictClosing may evict a closed TCP entry (NF_NAT_HARDER_THRESH). */
 export const NF_NAT_HARDER_THRESH = NF_NAT_MAX_ATTEMPTS / 4;
 
-const IPPROTO_UDP = 17, IPPROTO_DCCP = 33, IPPROTO_SCTP = 132, IPPROTO_UDPLITE = 136;
+/** How chooseMasqPort searches; the caller may keep one object and change fields between calls. */
+export interface MasqPortOptions {
+  /** Supplies the search offsets (a RandomPool in production). */
+  rng: U32Source;
+  /** --random / --random-fully: do not try to keep the original port first. */
+  fullyRandom?: boolean;
+  /** Skip ports whose reply tuple an SNAT'd connection released less than this long ago (ms). */
+  avoidReuseMs?: number;
+  /** --to-ports range; both 0 (default): the range follows the original port. */
+  rangeMin?: number;
+  rangeMax?: number;
+  /** A TCP SYN may reclaim the port of a closed, idle SNAT'd connection (nf_nat_used_tuple_harder). */
+  evictClosing?: boolean;
+}
 
 function hasPorts(proto: number): boolean {
   return proto === IPPROTO_TCP || proto === IPPROTO_UDP || proto === IPPROTO_SCTP || proto === IPPROTO_DCCP ||
@@ -34,17 +50,22 @@ export function masqPortRangeMax(proto: number, origPort: number): number {
   return origPort < 512 ? 511 : origPort < 1024 ? 1023 : 65535;
 }
 
-function portFree(table: ConntrackTable, proto: number, natAddr: number, peerAddr: number, peerPort: number,
-  port: number, nowMs: number, avoidReuseMs: number, harder: boolean): boolean {
+/** The candidate reply tuple being tested (module scratch: the search allocates nothing). */
+const cand = new Tuple();
+
+/** Is `port` free for the reply tuple `reply` (its NAT port field replaced by `port`)? */
+function portFree(table: ConntrackTable, reply: Tuple, port: number, nowMs: number, avoidReuseMs: number,
+  harder: boolean): boolean {
   // ICMP queries: the tuple is (1, src, dst, id, 0); the id plays the port.
-  const sport = proto === IPPROTO_ICMP ? port : peerPort;
-  const dport = proto === IPPROTO_ICMP ? 0 : port;
-  if (table.tupleInUse(proto, peerAddr, natAddr, sport, dport, nowMs)) {
+  const proto = reply.proto;
+  if (proto === IPPROTO_ICMP) cand.set(proto, reply.src, reply.dst, port, 0);
+  else cand.set(proto, reply.src, reply.dst, reply.sport, port);
+  if (table.tupleInUse(cand, nowMs)) {
     if (!harder) return false;
     // nf_nat_used_tuple_harder: a TCP connection we SNAT'ed that is over (TIME_WAIT or CLOSE)
     // may give its port to a new SYN. We also require it to have been idle for avoidReuseMs, so
     // the backend's own TIME_WAIT for it is over too.
-    const key = table.peek(proto, peerAddr, natAddr, sport, dport);
+    const key = table.peek(cand);
     if (key < 0 || (key & 1) !== DIR_REPLY) return false;
     const slot = key >> 1;
     const st = table.tcpState(slot);
@@ -54,14 +75,17 @@ function portFree(table: ConntrackTable, proto: number, natAddr: number, peerAdd
     table.evict(slot);
     return true;
   }
-  if (avoidReuseMs > 0 && table.recentlyReleased(proto, peerAddr, natAddr, sport, dport, nowMs, avoidReuseMs)) return false;
+  if (avoidReuseMs > 0 && table.recentlyReleased(cand, nowMs, avoidReuseMs)) return false;
   return true;
 }
 
 /**
- * Choose the source port (ICMP: query id) for a connection masqueraded to `natAddr` and going to
- * `peerAddr:peerPort` (the translated destination). Returns the port, or -1 when no free port was
- * found (the kernel would then keep the clashing tuple and fail at confirm: drop and count).
+ * Choose the source port (ICMP: query id) for a masqueraded connection whose reply tuple will be
+ * `reply` = (proto, peerAddr, natAddr, peerPort, port) — for ICMP (1, peerAddr, natAddr, id, 0) —
+ * where peerAddr:peerPort is the translated destination and natAddr the masquerade address. The
+ * port field itself (reply.dport, ICMP reply.sport) is not read; `reply` is not changed. Returns
+ * the port, or -1 when no free port was found (the kernel would then keep the clashing tuple and
+ * fail at confirm: drop and count). `origPort` is the connection's original source port (ICMP id).
  *
  * - Range: [rangeMin, rangeMax] if either is non-zero (--to-ports), else by the original port:
  *   1-511 if < 512, 600-1023 if < 1024, else 1024-65535; ICMP ids 0-65535. Other protocols have
@@ -78,16 +102,14 @@ function portFree(table: ConntrackTable, proto: number, natAddr: number, peerAdd
  *   been idle for at least avoidReuseMs is reclaimed (the entry is evicted, counters.natEvictions).
  *
  * Not modelled: find_appropriate_src (reusing the mapping of another connection from the same
- * source address and port) and the address choice (the caller passes natAddr).
- * `rng` supplies the offsets (a RandomPool in production). Allocation-free.
+ * source address and port) and the address choice (the caller passes natAddr). Allocation-free.
  */
-export function chooseMasqPort(table: ConntrackTable, proto: number, origSport: number, natAddr: number,
-  peerAddr: number, peerPort: number, nowMs: number, rng: U32Source, fullyRandom: boolean,
-  avoidReuseMs = 0, rangeMin = 0, rangeMax = 0, evictClosing = false): number {
-  proto &= 0xff;
-  natAddr >>>= 0;
-  peerAddr >>>= 0;
-  origSport &= 0xffff;
+export function chooseMasqPort(table: ConntrackTable, reply: Tuple, origPort: number, nowMs: number,
+  opts: MasqPortOptions): number {
+  const proto = reply.proto & 0xff;
+  const avoidReuseMs = opts.avoidReuseMs ?? 0;
+  const rangeMin = opts.rangeMin ?? 0, rangeMax = opts.rangeMax ?? 0;
+  origPort &= 0xffff;
   let min: number, size: number;
   if (rangeMin !== 0 || rangeMax !== 0) {
     let lo = rangeMin & 0xffff, hi = rangeMax & 0xffff;
@@ -95,20 +117,21 @@ export function chooseMasqPort(table: ConntrackTable, proto: number, origSport: 
     min = lo;
     size = hi - lo + 1;
   } else if (proto === IPPROTO_ICMP || hasPorts(proto)) {
-    min = masqPortRangeMin(proto, origSport);
-    size = masqPortRangeMax(proto, origSport) - min + 1;
+    min = masqPortRangeMin(proto, origPort);
+    size = masqPortRangeMax(proto, origPort) - min + 1;
   } else {
-    return portFree(table, proto, natAddr, peerAddr, peerPort, 0, nowMs, avoidReuseMs, false) ? 0 : -1;
+    return portFree(table, reply, 0, nowMs, avoidReuseMs, false) ? 0 : -1;
   }
 
   // 1) + 3): keep the original port if it is in range and free.
-  if (!fullyRandom && origSport >= min && origSport < min + size &&
-      portFree(table, proto, natAddr, peerAddr, peerPort, origSport, nowMs, avoidReuseMs, false)) {
-    return origSport;
+  if (opts.fullyRandom !== true && origPort >= min && origPort < min + size &&
+      portFree(table, reply, origPort, nowMs, avoidReuseMs, false)) {
+    return origPort;
   }
 
   // nf_nat_l4proto_unique_tuple.
-  const harderOk = evictClosing && proto === IPPROTO_TCP;
+  const harderOk = opts.evictClosing === true && proto === IPPROTO_TCP;
+  const rng = opts.rng;
   let off = rng.nextU32() & 0xffff;
   let attempts = size < NF_NAT_MAX_ATTEMPTS ? size : NF_NAT_MAX_ATTEMPTS;
   for (;;) {
@@ -116,7 +139,7 @@ export function chooseMasqPort(table: ConntrackTable, proto: number, origSport: 
       const port = min + (off % size);
       off = (off + 1) & 0xffff;
       const harder = harderOk && attempts - i <= NF_NAT_HARDER_THRESH;
-      if (portFree(table, proto, natAddr, peerAddr, peerPort, port, nowMs, avoidReuseMs, harder)) return port;
+      if (portFree(table, reply, port, nowMs, avoidReuseMs, harder)) return port;
     }
     if (attempts >= size || attempts < 16) return -1;
     attempts >>>= 1;

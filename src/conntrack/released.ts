@@ -6,9 +6,10 @@
 // retransmit (shared/PERF-NOTES.md, "PAWS and TIME_WAIT").
 //
 // Storage: a FIFO ring of `capacity` records (typed arrays) plus an open-addressing index over it
-// (linear probing, load <= 0.5, backward-shift deletion). When the ring is full the oldest record
+// (lib/hash-index, load <= 0.5). When the ring is full the oldest record
 // is forgotten; records older than the hold time are dropped lazily as new ones arrive. Nothing
 // here allocates after construction.
+import { HashIndex } from '../lib/hash-index';
 import { tupleHash } from './hash';
 
 export class ReleasedTuples {
@@ -22,8 +23,7 @@ export class ReleasedTuples {
   private readonly hash: Int32Array;
   private readonly time: Float64Array;
   private readonly live: Uint8Array;
-  private readonly index: Int32Array;
-  private readonly mask: number;
+  private readonly idx: HashIndex;
   private head = 0;
   private count = 0;
   /** Live records (not superseded or forgotten). */
@@ -41,15 +41,12 @@ export class ReleasedTuples {
     this.hash = new Int32Array(capacity);
     this.time = new Float64Array(capacity);
     this.live = new Uint8Array(capacity);
-    let size = 16;
-    while (size < capacity * 2) size *= 2;
-    this.index = new Int32Array(size).fill(-1);
-    this.mask = size - 1;
+    this.idx = new HashIndex(capacity * 2, this.hash);
   }
 
   /** Bytes held in typed arrays. */
   get byteLength(): number {
-    return this.capacity * (1 + 4 + 4 + 4 + 4 + 8 + 1) + this.index.byteLength;
+    return this.capacity * (1 + 4 + 4 + 4 + 4 + 8 + 1) + this.idx.byteLength;
   }
 
   /**
@@ -78,9 +75,7 @@ export class ReleasedTuples {
     this.live[pos] = 1;
     this.count++;
     this.size++;
-    let i = h & this.mask;
-    while (this.index[i] >= 0) i = (i + 1) & this.mask;
-    this.index[i] = pos;
+    this.idx.insert(pos, h);
   }
 
   /** Time the tuple was last used by a released connection, or -1 if not remembered. */
@@ -92,7 +87,7 @@ export class ReleasedTuples {
   }
 
   clear(): void {
-    this.index.fill(-1);
+    this.idx.clear();
     this.live.fill(0);
     this.head = 0;
     this.count = 0;
@@ -100,10 +95,10 @@ export class ReleasedTuples {
   }
 
   private find(h: number, proto: number, src: number, dst: number, ports: number): number {
-    const index = this.index, mask = this.mask;
+    const slots = this.idx.slots, mask = this.idx.mask;
     let i = h & mask;
     for (;;) {
-      const pos = index[i];
+      const pos = slots[i];
       if (pos < 0) return -1;
       if (this.hash[pos] === h && this.src[pos] === src && this.dst[pos] === dst && this.ports[pos] === ports &&
           this.proto[pos] === proto) return pos;
@@ -118,24 +113,9 @@ export class ReleasedTuples {
     this.count--;
   }
 
-  /** Unlink ring record `pos` from the index (backward-shift deletion) and mark it dead. */
+  /** Unlink ring record `pos` from the index and mark it dead. */
   private kill(pos: number): void {
-    const index = this.index, mask = this.mask;
-    let i = this.hash[pos] & mask;
-    while (index[i] !== pos) i = (i + 1) & mask;
-    let j = i;
-    for (;;) {
-      j = (j + 1) & mask;
-      const p = index[j];
-      if (p < 0) break;
-      const home = this.hash[p] & mask;
-      // Move p back into the hole at i unless its home lies cyclically in (i, j].
-      if (i <= j ? home <= i || home > j : home <= i && home > j) {
-        index[i] = p;
-        i = j;
-      }
-    }
-    index[i] = -1;
+    this.idx.remove(pos);
     this.live[pos] = 0;
     this.size--;
   }

@@ -18,77 +18,37 @@
 // Layout. Per tuple (index = key): src, dst, ports (sport<<16|dport) and the tuple's hash, in
 // Uint32Array/Int32Array. Per slot: proto, status bits, TCP state and tracking flags, expiry and
 // last-seen time (ms, Float64Array), UDP stream_ts, packets/bytes per direction, mark, ICMP type and
-// code, an id and a u32 user field. Free slots form a stack. The index is an Int32Array of keys (-1
-// empty) sized to a power of two >= 4*max (load factor <= 0.5 when full), linear probing,
-// backward-shift deletion (no tombstones), keyed by HalfSipHash-1-3 with a random key.
+// code and an id. Free slots form a stack. The index (lib/hash-index) holds keys in a power of two
+// >= 4*max positions (load factor <= 0.5 when full), linear probing, backward-shift deletion (no
+// tombstones), keyed by HalfSipHash-1-3 with a random key.
 //
 // Time: every method takes the caller's monotonic `nowMs`; nothing reads a clock. Entries expire
 // when `expiresAt <= nowMs` (nf_ct_is_expired); they are reaped lazily by lookup()/tupleInUse()/
 // create() and by sweep() (bounded, incremental).
 //
 // Hot path (lookup, update, create, the accessors): no allocation, no closures, no try/catch.
-import { randomFillSync } from 'node:crypto';
+import { IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, TCP_RST } from '../netstack/proto';
+import { HashIndex } from '../lib/hash-index';
 import { Timeouts, resolveTimeouts, UDP_STREAM_DELAY_MS } from './timeouts';
 import { tupleHash, tupleHashFast, hashKey } from './hash';
 import { ReleasedTuples } from './released';
+import type { Tuple } from './tuple';
+import {
+  DIR_ORIGINAL, DIR_REPLY, IPS_SEEN_REPLY, IPS_ASSURED, IPS_CONFIRMED, IPS_SRC_NAT, IPS_DST_NAT, IPS_DYING,
+  IPS_FIXED_TIMEOUT, IPS_NAT_CLASH, CT_INVALID, CT_ACCEPT, CT_REPEAT, CT_IGNORED, CT_CREATE_FULL, CT_CREATE_CLASH,
+  CT_CREATE_INVALID, MAX_ENTRIES, ConntrackCounters, icmpCanCreate, icmpReplyType,
+} from './types';
+import type { ConntrackEventType, ConntrackOptions } from './types';
 import {
   TCP_NONE, TCP_SYN_SENT, TCP_SYN_RECV, TCP_ESTABLISHED, TCP_FIN_WAIT, TCP_LAST_ACK, TCP_TIME_WAIT, TCP_CLOSE,
   TCP_SYN_SENT2, TCP_STATE_COUNT, TCP_INVALID, TCP_IGNORE, TCP_STATE_NAMES,
-  TCP_SYN_SET, TCP_SYNACK_SET, TCP_ACK_SET, TCP_RST_SET, TCP_NONE_SET, TCP_FLAG_RST,
+  TCP_SYN_SET, TCP_SYNACK_SET, TCP_ACK_SET, TCP_RST_SET, TCP_NONE_SET,
   tcpFlagIndex, tcpFlagsValid, tcpNextState, tcpCanEarlyDrop,
 } from './tcp-state';
 
-export const DIR_ORIGINAL = 0;
-export const DIR_REPLY = 1;
-
-export const IPPROTO_ICMP = 1;
-export const IPPROTO_TCP = 6;
-export const IPPROTO_UDP = 17;
-
-// enum ip_conntrack_status (include/uapi/linux/netfilter/nf_conntrack_common.h), same bit values.
-export const IPS_EXPECTED = 1 << 0;
-export const IPS_SEEN_REPLY = 1 << 1;
-export const IPS_ASSURED = 1 << 2;
-export const IPS_CONFIRMED = 1 << 3;
-export const IPS_SRC_NAT = 1 << 4;
-export const IPS_DST_NAT = 1 << 5;
-export const IPS_NAT_MASK = IPS_SRC_NAT | IPS_DST_NAT;
-export const IPS_SEQ_ADJUST = 1 << 6;
-export const IPS_SRC_NAT_DONE = 1 << 7;
-export const IPS_DST_NAT_DONE = 1 << 8;
-export const IPS_DYING = 1 << 9;
-export const IPS_FIXED_TIMEOUT = 1 << 10;
-export const IPS_TEMPLATE = 1 << 11;
-export const IPS_UNTRACKED = 1 << 12;
-/** The kernel reuses the UNTRACKED bit for NAT_CLASH (a UDP clash loser: never ASSURED). */
-export const IPS_NAT_CLASH = IPS_UNTRACKED;
-export const IPS_HELPER = 1 << 13;
-export const IPS_OFFLOAD = 1 << 14;
-export const IPS_HW_OFFLOAD = 1 << 15;
 const IPS_PUBLIC_MASK = 0xffff;
 /** Internal: the NEW event has not been delivered yet (it is sent after the first update()). */
 const PRIV_NEW_PENDING = 1 << 30;
-
-// What update() decided about the last packet (table.lastVerdict).
-/** The packet is INVALID (bad TCP flags, impossible transition, ICMP type that cannot start a flow). */
-export const CT_INVALID = 0;
-/** Tracked: state, timeout and counters updated. */
-export const CT_ACCEPT = 1;
-/**
- * The entry was destroyed because this SYN reopens a closed TCP connection (nf_conntrack's
- * NF_REPEAT): treat the packet as a conntrack miss (rules, create) and update it again.
- */
-export const CT_REPEAT = 2;
-/** Accepted without touching state, timeout or counters (a TCP "ignore" transition, or a SYN retransmit before any reply). */
-export const CT_IGNORED = 3;
-
-// create() failures (all negative).
-/** No free slot and nothing could be early-dropped (kernel: "table full, dropping packet", stat `drop`). */
-export const CT_CREATE_FULL = -1;
-/** The original or the reply tuple is already in use by a live entry (stat `insert_failed`). */
-export const CT_CREATE_CLASH = -2;
-/** The packet cannot start a connection (an ICMP type that is not a query). */
-export const CT_CREATE_INVALID = -3;
 
 // tcpAux bits: the little TCP history the state machine needs (ip_ct_tcp's last_index, last_dir, flags).
 const AUX_LAST_INDEX = 0x07;   // enum tcp_bit_set of the last in-window (or ignored) segment
@@ -100,70 +60,6 @@ const AUX_CHALLENGE_ACK = 0x80;  // IP_CT_EXP_CHALLENGE_ACK
 
 /** Index positions examined for an early-drop victim (the kernel looks at 8 buckets). */
 const EARLY_DROP_SCAN = 64;
-
-/** Largest --ct-max accepted (the index then holds 2^26 keys: 256 MiB). */
-export const MAX_ENTRIES = 1 << 24;
-
-export type ConntrackEventType = 'NEW' | 'UPDATE' | 'DESTROY';
-
-export interface ConntrackOptions {
-  /** Capacity (--ct-max, nf_conntrack_max). */
-  max: number;
-  /** Timeouts in seconds; missing fields take the kernel defaults. */
-  timeouts?: Partial<Timeouts>;
-  /** Hash key seed (tests); default: random from the OS CSPRNG. */
-  seed?: number;
-  /**
-   * Tuple hash: 'siphash' (default; HalfSipHash-1-3, a keyed PRF like the kernel's, ~30 ns) or
-   * 'murmur' (a seeded MurmurHash3-style mix, ~5 ns, weaker against adaptive collision attacks).
-   */
-  hash?: 'siphash' | 'murmur';
-  /**
-   * How long (ms) released SNAT reply tuples are remembered for chooseMasqPort()'s avoidReuseMs
-   * check; 0 disables the memory. Default 60000 (the backend's TIME_WAIT).
-   */
-  releaseHoldMs?: number;
-  /** Records kept for the above (bounded ring). Default min(max, 65536). */
-  releaseCapacity?: number;
-}
-
-/** Statistics, in the spirit of `conntrack -S`. Plain numeric fields (spread-friendly). */
-export class ConntrackCounters {
-  /** lookup() hits. */
-  found = 0;
-  /** lookup() misses. */
-  notFound = 0;
-  /** Extra index probes beyond the first (kernel: `searched`). */
-  searched = 0;
-  /** Entries created (kernel: `insert`). */
-  inserts = 0;
-  /** Entries removed for any reason. */
-  deletes = 0;
-  /** Removed because their timeout passed (lazy or sweep). */
-  expirations = 0;
-  /** Removed to make room for a new entry (kernel: `early_drop`). */
-  earlyDrops = 0;
-  /** create() refused because a tuple was taken (kernel: `insert_failed`). */
-  insertFailed = 0;
-  /** create() refused: table full and nothing droppable (kernel: `drop`). */
-  drop = 0;
-  /** Packets found INVALID by update()/create() (kernel: `invalid`). */
-  invalid = 0;
-  /** Packets accepted without state change (TCP ignore transitions). */
-  ignored = 0;
-  /** Closed TCP connections reopened by a new SYN (entry destroyed, packet treated as new). */
-  reopens = 0;
-  /** Entries evicted by chooseMasqPort(..., evictClosing) to free a port. */
-  natEvictions = 0;
-  /** Always 0: there is no concurrent resize here; kept for parity with `conntrack -S`. */
-  searchRestarts = 0;
-}
-
-function nextPow2(n: number): number {
-  let p = 1;
-  while (p < n) p *= 2;
-  return p;
-}
 
 export class ConntrackTable {
   /** Capacity (--ct-max). */
@@ -184,7 +80,8 @@ export class ConntrackTable {
   private readonly k0: number;
   private readonly k1: number;
   private readonly fastHash: boolean;
-  // Index.
+  // Index (idx.slots and idx.mask, cached for the probe loops).
+  private readonly idx: HashIndex;
   private readonly index: Int32Array;
   private readonly mask: number;
   // Fields read together are interleaved so that a packet touches few cache lines.
@@ -199,7 +96,6 @@ export class ConntrackTable {
   private readonly acct: Float64Array;
   private readonly sStreamTs: Float64Array;
   private readonly sMark: Uint32Array;
-  private readonly sUser: Uint32Array;
   private readonly sId: Uint32Array;
   private readonly sIcmpCode: Uint8Array;
   // Free slots.
@@ -231,21 +127,20 @@ export class ConntrackTable {
     this.max = max;
     const t = resolveTimeouts(opts.timeouts);
     this.timeouts = Object.freeze(t);
-    [this.k0, this.k1] = hashKey(opts.seed, (b) => { randomFillSync(b); });
+    [this.k0, this.k1] = hashKey(opts.seed);
     if (opts.hash !== undefined && opts.hash !== 'siphash' && opts.hash !== 'murmur') throw new Error(`unknown conntrack hash "${opts.hash}"`);
     this.fastHash = opts.hash === 'murmur';
 
-    const size = Math.max(16, nextPow2(max * 4));
-    this.index = new Int32Array(size).fill(-1);
-    this.mask = size - 1;
     this.tup = new Int32Array(max * 8);
+    this.idx = new HashIndex(max * 4, this.tup, 2); // a key's hash is the first word of its tuple
+    this.index = this.idx.slots;
+    this.mask = this.idx.mask;
     this.meta = new Uint32Array(max * 2);
     this.metaB = new Uint8Array(this.meta.buffer);
     this.times = new Float64Array(max * 2);
     this.acct = new Float64Array(max * 4);
     this.sStreamTs = new Float64Array(max);
     this.sMark = new Uint32Array(max);
-    this.sUser = new Uint32Array(max);
     this.sId = new Uint32Array(max);
     this.sIcmpCode = new Uint8Array(max);
     this.freeStack = new Int32Array(max);
@@ -278,8 +173,8 @@ export class ConntrackTable {
 
   /** Bytes held in typed arrays (index + per-tuple + per-slot + free stack + released memory). */
   get byteLength(): number {
-    let n = this.index.byteLength + this.tup.byteLength + this.meta.byteLength + this.times.byteLength +
-      this.acct.byteLength + this.sStreamTs.byteLength + this.sMark.byteLength + this.sUser.byteLength +
+    let n = this.idx.byteLength + this.tup.byteLength + this.meta.byteLength + this.times.byteLength +
+      this.acct.byteLength + this.sStreamTs.byteLength + this.sMark.byteLength +
       this.sId.byteLength + this.sIcmpCode.byteLength + this.freeStack.byteLength;
     if (this.released) n += this.released.byteLength;
     return n;
@@ -296,9 +191,9 @@ export class ConntrackTable {
    * and returns -1, so the caller runs its miss path (rules, NAT, create) for it. Without it,
    * update() does the same and reports CT_REPEAT.
    */
-  lookup(proto: number, src: number, dst: number, sport: number, dport: number, nowMs: number, tcpFlags = -1): number {
+  lookup(t: Tuple, nowMs: number, tcpFlags = -1): number {
     if (nowMs > this.clock) this.clock = nowMs;
-    const key = this.find(proto & 0xff, src | 0, dst | 0, ((sport & 0xffff) << 16) | (dport & 0xffff));
+    const key = this.findTuple(t);
     if (key < 0) {
       this.counters.notFound++;
       return -1;
@@ -320,9 +215,9 @@ export class ConntrackTable {
   }
 
   /** Whether any live entry has this tuple in either direction (expired entries met here are reaped). */
-  tupleInUse(proto: number, src: number, dst: number, sport: number, dport: number, nowMs: number): boolean {
+  tupleInUse(t: Tuple, nowMs: number): boolean {
     if (nowMs > this.clock) this.clock = nowMs;
-    const key = this.find(proto & 0xff, src | 0, dst | 0, ((sport & 0xffff) << 16) | (dport & 0xffff));
+    const key = this.findTuple(t);
     if (key < 0) return false;
     const slot = key >> 1;
     if (this.times[slot << 1] <= nowMs) {
@@ -336,28 +231,34 @@ export class ConntrackTable {
    * Like lookup() without lazy expiry, statistics or reopen handling: the key of the entry holding
    * this tuple, live or expired-but-not-reaped, or -1.
    */
-  peek(proto: number, src: number, dst: number, sport: number, dport: number): number {
-    return this.find(proto & 0xff, src | 0, dst | 0, ((sport & 0xffff) << 16) | (dport & 0xffff));
+  peek(t: Tuple): number {
+    return this.findTuple(t);
   }
 
   /**
    * Time (ms) a released SNAT connection last used this reply tuple, or -1 if none is remembered
    * (see ConntrackOptions.releaseHoldMs).
    */
-  releasedAt(proto: number, src: number, dst: number, sport: number, dport: number): number {
+  releasedAt(t: Tuple): number {
     if (this.released === null) return -1;
-    return this.released.lastUse(proto & 0xff, src >>> 0, dst >>> 0, (((sport & 0xffff) << 16) | (dport & 0xffff)) >>> 0);
+    const w = t.w;
+    return this.released.lastUse(w[0], w[1] >>> 0, w[2] >>> 0, w[3] >>> 0);
   }
 
   /** Whether a released SNAT connection used this reply tuple less than `holdMs` before `nowMs`. */
-  recentlyReleased(proto: number, src: number, dst: number, sport: number, dport: number, nowMs: number, holdMs: number): boolean {
-    if (this.released === null || holdMs <= 0) return false;
-    const t = this.released.lastUse(proto & 0xff, src >>> 0, dst >>> 0, (((sport & 0xffff) << 16) | (dport & 0xffff)) >>> 0);
-    return t >= 0 && nowMs - t < holdMs;
+  recentlyReleased(t: Tuple, nowMs: number, holdMs: number): boolean {
+    if (holdMs <= 0) return false;
+    const used = this.releasedAt(t);
+    return used >= 0 && nowMs - used < holdMs;
   }
 
   private hashOf(proto: number, src: number, dst: number, ports: number): number {
     return this.fastHash ? tupleHashFast(this.k0, this.k1, proto, src, dst, ports) : tupleHash(this.k0, this.k1, proto, src, dst, ports);
+  }
+
+  private findTuple(t: Tuple): number {
+    const w = t.w;
+    return this.find(w[0], w[1], w[2], w[3]);
   }
 
   /** Probe for a tuple; src, dst and ports (sport<<16|dport) as int32. Returns its key or -1. */
@@ -389,21 +290,20 @@ export class ConntrackTable {
    * port), IPS_DST_NAT when the reply's source differs from the original destination. Call
    * update(slot, DIR_ORIGINAL, ...) with the first packet next: it sets the protocol state and
    * timeout (and delivers the NEW event). For ICMP pass the query's type and code (default echo
-   * request 8/0); the id goes in sport and 0 in dport of both tuples.
+   * request 8/0); the id goes in sport and 0 in dport of both tuples. The protocol is orig's
+   * (reply.proto is not read).
    */
-  create(proto: number, oSrc: number, oDst: number, oSport: number, oDport: number,
-    rSrc: number, rDst: number, rSport: number, rDport: number, nowMs: number,
-    icmpType = 8, icmpCode = 0): number {
+  create(orig: Tuple, reply: Tuple, nowMs: number, icmpType = 8, icmpCode = 0): number {
     if (nowMs > this.clock) this.clock = nowMs;
-    proto &= 0xff;
-    oSrc >>>= 0; oDst >>>= 0; rSrc >>>= 0; rDst >>>= 0;
-    oSport &= 0xffff; oDport &= 0xffff; rSport &= 0xffff; rDport &= 0xffff;
+    const o = orig.w, r = reply.w;
+    const proto = o[0];
+    const oSrc = o[1] >>> 0, oDst = o[2] >>> 0, rSrc = r[1] >>> 0, rDst = r[2] >>> 0;
+    const oPorts = o[3] >>> 0, rPorts = r[3] >>> 0;
+    const oSport = oPorts >>> 16, oDport = oPorts & 0xffff, rSport = rPorts >>> 16, rDport = rPorts & 0xffff;
     if (proto === IPPROTO_ICMP && !icmpCanCreate(icmpType)) {
       this.counters.invalid++;
       return CT_CREATE_INVALID;
     }
-    const oPorts = ((oSport << 16) | oDport) >>> 0;
-    const rPorts = ((rSport << 16) | rDport) >>> 0;
     if (oSrc === rSrc && oDst === rDst && oPorts === rPorts) {
       // Both directions would be the same key (a packet to itself): not trackable.
       this.counters.insertFailed++;
@@ -425,8 +325,8 @@ export class ConntrackTable {
     const tup = this.tup, bo = ko << 2, br = kr << 2;
     tup[bo] = hO; tup[bo + 1] = oSrc; tup[bo + 2] = oDst; tup[bo + 3] = oPorts;
     tup[br] = hR; tup[br + 1] = rSrc; tup[br + 2] = rDst; tup[br + 3] = rPorts;
-    this.insertKey(ko, hO);
-    this.insertKey(kr, hR);
+    this.idx.insert(ko, hO);
+    this.idx.insert(kr, hR);
     let status = IPS_CONFIRMED | PRIV_NEW_PENDING;
     if (oSrc !== rDst || oSport !== rDport) status |= IPS_SRC_NAT;
     if (oDst !== rSrc || oDport !== rSport) status |= IPS_DST_NAT;
@@ -445,7 +345,6 @@ export class ConntrackTable {
     const a = slot << 2;
     this.acct[a] = 0; this.acct[a + 1] = 0; this.acct[a + 2] = 0; this.acct[a + 3] = 0;
     this.sMark[slot] = 0;
-    this.sUser[slot] = 0;
     this.metaB[(slot << 3) + 7] = proto === IPPROTO_ICMP ? icmpType : 0;
     this.sIcmpCode[slot] = proto === IPPROTO_ICMP ? icmpCode : 0;
     this.sId[slot] = this.nextId;
@@ -515,33 +414,6 @@ export class ConntrackTable {
     }
   }
 
-  private insertKey(key: number, h: number): void {
-    const index = this.index, mask = this.mask;
-    let i = h & mask;
-    while (index[i] >= 0) i = (i + 1) & mask;
-    index[i] = key;
-  }
-
-  /** Backward-shift deletion of `key` from the index. */
-  private unlinkKey(key: number): void {
-    const index = this.index, mask = this.mask, tup = this.tup;
-    let i = tup[key << 2] & mask;
-    while (index[i] !== key) i = (i + 1) & mask;
-    let j = i;
-    for (;;) {
-      j = (j + 1) & mask;
-      const k = index[j];
-      if (k < 0) break;
-      const home = tup[k << 2] & mask;
-      // k may fill the hole at i unless its home position lies cyclically in (i, j].
-      if (i <= j ? home <= i || home > j : home <= i && home > j) {
-        index[i] = k;
-        i = j;
-      }
-    }
-    index[i] = -1;
-  }
-
   private expire(slot: number): void {
     this.counters.expirations++;
     this.removeSlot(slot, true);
@@ -589,8 +461,8 @@ export class ConntrackTable {
       this.onEvent('DESTROY', slot);
     }
     const ko = slot << 1, kr = ko | 1;
-    this.unlinkKey(ko);
-    this.unlinkKey(kr);
+    this.idx.remove(ko);
+    this.idx.remove(kr);
     if (notify && this.released !== null && (st & IPS_SRC_NAT) !== 0) {
       const used = this.times[(slot << 1) + 1];
       if (this.clock - used < this.releaseHoldMs) {
@@ -769,7 +641,7 @@ export class ConntrackTable {
 
     let timeoutMs = idx === TCP_RST_SET ? this.tcpCloseMs : this.tcpTimeoutMs[nw];
     if ((st & IPS_SEEN_REPLY) === 0) {
-      if ((flags & TCP_FLAG_RST) !== 0) {
+      if ((flags & TCP_RST) !== 0) {
         // The only answer is a RST (e.g. connection refused): kill the entry now. The packet
         // still goes through with its binding, so the slot stays readable until reaped.
         this.refresh(slot, dir, st & ~IPS_FIXED_TIMEOUT, 0, pktLen, nowMs);
@@ -841,9 +713,6 @@ export class ConntrackTable {
     this.sMark[slot] = mark >>> 0;
     if (this.onEvent !== undefined && (this.meta[slot << 1] & PRIV_NEW_PENDING) === 0) this.onEvent('UPDATE', slot);
   }
-  /** Caller-defined u32 (e.g. which service/endpoint rule created the entry). */
-  user(slot: number): number { return this.sUser[slot]; }
-  setUser(slot: number, value: number): void { this.sUser[slot] = value >>> 0; }
   /** Per-entry id (conntrack -o id), unique among live entries, never 0. */
   id(slot: number): number { return this.sId[slot]; }
   /** ICMP: type/code of the original query (e.g. 8/0 for echo request). */
@@ -907,34 +776,9 @@ export class ConntrackTable {
       const key = index[i];
       if (key < 0) continue;
       keys++;
-      const slot = key >> 1;
-      if ((this.meta[slot << 1] & IPS_CONFIRMED) === 0) return `index position ${i} holds key ${key} of a free slot`;
-      // Every position from home to i must be occupied (linear probing invariant).
-      for (let j = this.tup[key << 2] & mask; j !== i; j = (j + 1) & mask) {
-        if (index[j] < 0) return `key ${key} at ${i} unreachable: hole at ${j}`;
-      }
+      if ((this.meta[(key >> 1) << 1] & IPS_CONFIRMED) === 0) return `index position ${i} holds key ${key} of a free slot`;
     }
     if (keys !== this.live * 2) return `index holds ${keys} keys for ${this.live} entries`;
-    return null;
-  }
-}
-
-/** May an ICMP message of this type start a connection? Queries only (echo, timestamp, info, address mask). */
-export function icmpCanCreate(type: number): boolean {
-  return type === 8 || type === 13 || type === 15 || type === 17;
-}
-
-/** The reply type of an ICMP query type (nf_conntrack_proto_icmp.c's invmap); other types map to themselves. */
-export function icmpReplyType(type: number): number {
-  switch (type) {
-    case 8: return 0;
-    case 13: return 14;
-    case 15: return 16;
-    case 17: return 18;
-    case 0: return 8;
-    case 14: return 13;
-    case 16: return 15;
-    case 18: return 17;
-    default: return type;
+    return this.idx.check();
   }
 }

@@ -6,6 +6,7 @@
 // nothing) or "ignore" (the packet may be valid for the endpoints but we are out of sync: let it
 // through, change nothing). Window/sequence tracking is not modelled: we behave like the kernel
 // with nf_conntrack_tcp_be_liberal=1 and nf_conntrack_tcp_loose=1 (mid-stream pick-up).
+import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TCP_URG } from '../netstack/proto';
 
 // enum tcp_conntrack (include/uapi/linux/netfilter/nf_conntrack_tcp.h); SYN_SENT2 reuses LISTEN's value.
 export const TCP_NONE = 0;
@@ -29,16 +30,6 @@ export const TCP_STATE_NAMES: readonly string[] = Object.freeze([
   'NONE', 'SYN_SENT', 'SYN_RECV', 'ESTABLISHED', 'FIN_WAIT', 'CLOSE_WAIT', 'LAST_ACK', 'TIME_WAIT', 'CLOSE', 'SYN_SENT2',
 ]);
 
-// TCP header flag bits (byte 13 of the header).
-export const TCP_FLAG_FIN = 0x01;
-export const TCP_FLAG_SYN = 0x02;
-export const TCP_FLAG_RST = 0x04;
-export const TCP_FLAG_PSH = 0x08;
-export const TCP_FLAG_ACK = 0x10;
-export const TCP_FLAG_URG = 0x20;
-export const TCP_FLAG_ECE = 0x40;
-export const TCP_FLAG_CWR = 0x80;
-
 // enum tcp_bit_set: the flag class of a segment.
 export const TCP_SYN_SET = 0;
 export const TCP_SYNACK_SET = 1;
@@ -51,10 +42,10 @@ export const TCP_FLAG_CLASS_NAMES: readonly string[] = Object.freeze(['syn', 'sy
 
 /** Flag class of a segment: RST wins, then SYN (with or without ACK), then FIN, then ACK. */
 export function tcpFlagIndex(flags: number): number {
-  if (flags & TCP_FLAG_RST) return TCP_RST_SET;
-  if (flags & TCP_FLAG_SYN) return flags & TCP_FLAG_ACK ? TCP_SYNACK_SET : TCP_SYN_SET;
-  if (flags & TCP_FLAG_FIN) return TCP_FIN_SET;
-  if (flags & TCP_FLAG_ACK) return TCP_ACK_SET;
+  if (flags & TCP_RST) return TCP_RST_SET;
+  if (flags & TCP_SYN) return flags & TCP_ACK ? TCP_SYNACK_SET : TCP_SYN_SET;
+  if (flags & TCP_FIN) return TCP_FIN_SET;
+  if (flags & TCP_ACK) return TCP_ACK_SET;
   return TCP_NONE_SET;
 }
 
@@ -63,12 +54,12 @@ export function tcpFlagIndex(flags: number): number {
 // ACK, no flags at all, ...) is INVALID before any state is looked at.
 const VALID_FLAGS = new Uint8Array(64);
 for (const f of [
-  TCP_FLAG_SYN, TCP_FLAG_SYN | TCP_FLAG_URG, TCP_FLAG_SYN | TCP_FLAG_ACK,
-  TCP_FLAG_RST, TCP_FLAG_RST | TCP_FLAG_ACK,
-  TCP_FLAG_FIN | TCP_FLAG_ACK, TCP_FLAG_FIN | TCP_FLAG_ACK | TCP_FLAG_URG,
-  TCP_FLAG_ACK, TCP_FLAG_ACK | TCP_FLAG_URG,
+  TCP_SYN, TCP_SYN | TCP_URG, TCP_SYN | TCP_ACK,
+  TCP_RST, TCP_RST | TCP_ACK,
+  TCP_FIN | TCP_ACK, TCP_FIN | TCP_ACK | TCP_URG,
+  TCP_ACK, TCP_ACK | TCP_URG,
 ]) VALID_FLAGS[f] = 1;
-const VALID_MASK = TCP_FLAG_FIN | TCP_FLAG_SYN | TCP_FLAG_RST | TCP_FLAG_ACK | TCP_FLAG_URG;
+const VALID_MASK = TCP_FIN | TCP_SYN | TCP_RST | TCP_ACK | TCP_URG;
 
 export function tcpFlagsValid(flags: number): boolean {
   return VALID_FLAGS[flags & VALID_MASK] === 1;

@@ -5,8 +5,10 @@ import { PacketBatch, HEADROOM, SLOT_SIZE } from '../io/batch';
 import {
   PacketMeta, parseIpv4, DROP_REASON_NAMES, rewriteSrc, rewriteDst, rewriteIcmpInnerSrc, rewriteIcmpInnerDst,
   encapIpip, decapIpip, IPIP_HEADER_LEN, mayReplyWithIcmpError, writeIcmpFragNeeded, writeIcmpUnreachable,
+  IPPROTO_ICMP, IPPROTO_TCP, TCP_SYN, ICMP_PORT_UNREACH,
 } from '../netstack';
-import { ConntrackTable, DIR_ORIGINAL, chooseMasqPort, RandomPool, CT_CREATE_CLASH, CT_CREATE_FULL } from '../conntrack';
+import { ConntrackTable, DIR_ORIGINAL, chooseMasqPort, CT_CREATE_CLASH, CT_CREATE_FULL, MasqPortOptions, Tuple } from '../conntrack';
+import { RandomPool } from '../lib/random';
 import { Matcher, NatDecision, NAT_DNAT, NAT_DROP, NAT_REJECT } from '../nat';
 
 export interface RemoteNode { name: string; nodeIP: number; podNet: number; podMask: number }
@@ -52,13 +54,17 @@ export class Pipeline {
   readonly generated = new PacketBatch(64);
   private readonly m = new PacketMeta();
   private readonly dec = new NatDecision();
-  private readonly rng = new RandomPool();
+  /** Tuples reused for every packet: the packet's own, and a new connection's reply. */
+  private readonly tuple = new Tuple();
+  private readonly reply = new Tuple();
+  private readonly masq: MasqPortOptions;
   private ipId = 1;
   private readonly remoteNet: Uint32Array; private readonly remoteMask: Uint32Array; private readonly remoteIP: Uint32Array;
 
   constructor(private readonly s: DataPathSettings, matcher: Matcher, ct: ConntrackTable) {
     this.matcher = matcher;
     this.ct = ct;
+    this.masq = { rng: new RandomPool(), fullyRandom: s.fullyRandom, avoidReuseMs: s.avoidReuseMs, rangeMin: 0, rangeMax: 0, evictClosing: false };
     const n = s.remoteNodes.length;
     this.remoteNet = new Uint32Array(n); this.remoteMask = new Uint32Array(n); this.remoteIP = new Uint32Array(n);
     s.remoteNodes.forEach((r, i) => { this.remoteNet[i] = r.podNet; this.remoteMask[i] = r.podMask; this.remoteIP[i] = r.nodeIP; });
@@ -66,8 +72,7 @@ export class Pipeline {
 
   /** Packets the kernel routed into the TUN. */
   processTunBatch(b: PacketBatch, nowMs: number): void {
-    this.counters[C_BATCHES]++;
-    this.batchSizes[b.count <= 1 ? 0 : 32 - Math.clz32(b.count - 1)]++;
+    this.countBatch(b.count);
     for (let i = 0; i < b.count; i++) {
       this.counters[C_RX_TUN]++; this.counters[C_RX_TUN + 1] += b.lens[i];
       this.processPacket(b, i, nowMs);
@@ -76,8 +81,7 @@ export class Pipeline {
 
   /** Whole IPIP packets from the raw socket: check the peer, strip the outer header, process the inner. */
   processIpipBatch(b: PacketBatch, nowMs: number): void {
-    this.counters[C_BATCHES]++;
-    this.batchSizes[b.count <= 1 ? 0 : 32 - Math.clz32(b.count - 1)]++;
+    this.countBatch(b.count);
     const m = this.m, buf = b.slab;
     for (let i = 0; i < b.count; i++) {
       this.counters[C_RX_IPIP]++; this.counters[C_RX_IPIP + 1] += b.lens[i];
@@ -87,6 +91,11 @@ export class Pipeline {
       b.offs[i] = m.l4off; b.lens[i] = m.l4len;
       this.processPacket(b, i, nowMs);
     }
+  }
+
+  private countBatch(n: number): void {
+    this.counters[C_BATCHES]++;
+    this.batchSizes[batchSizeBucket(n)]++;
   }
 
   private drop(b: PacketBatch, i: number, reason: number): void {
@@ -99,10 +108,11 @@ export class Pipeline {
     const off = b.offs[i], len = b.lens[i];
     const reason = parseIpv4(buf, off, len, m, false);
     if (reason !== 0) { this.drop(b, i, reason); return; }
-    if (m.isIcmpError) { this.processIcmpError(b, i); return; }
+    if (m.isIcmpError) { this.processIcmpError(b, i, nowMs); return; }
 
     // With the TCP flags, a SYN that reopens a TIME_WAIT connection replaces the old entry (new NAT choice).
-    let h = ct.lookup(m.proto, m.src, m.dst, m.sport, m.dport, nowMs, m.proto === 6 ? m.tcpFlags : -1);
+    const t = this.tuple.set(m.proto, m.src, m.dst, m.sport, m.dport);
+    let h = ct.lookup(t, nowMs, m.proto === IPPROTO_TCP ? m.tcpFlags : -1);
     if (h < 0) {
       h = this.newConnection(b, i, nowMs);
       if (h < 0) return;
@@ -113,7 +123,7 @@ export class Pipeline {
     // netfilter style: the packet is rewritten to the inverse of the opposite direction's tuple.
     // ICMP echo tuples are (id, 0) in both directions: the id is the "source port" either way.
     let nSrc: number, nDst: number, nSport: number, nDport: number;
-    const icmp = m.proto === 1;
+    const icmp = m.proto === IPPROTO_ICMP;
     if (dir === DIR_ORIGINAL) {
       nSrc = ct.replyDst(slot); nDst = ct.replySrc(slot);
       nSport = icmp ? ct.replySport(slot) : ct.replyDport(slot); nDport = icmp ? 0 : ct.replySport(slot);
@@ -140,15 +150,16 @@ export class Pipeline {
     this.matcher.match(m.proto, m.src, m.dst, m.sport, m.dport, nowMs, dec);
     if (dec.action === NAT_DROP) { this.drop(b, i, DROP_RULE); return -1; }
     if (dec.action === NAT_REJECT) {
-      if (mayReplyWithIcmpError(m)) this.sendUnreachable(b.slab, b.offs[i], m.totalLen, m.src, 3 /* port unreachable */);
+      if (mayReplyWithIcmpError(m)) this.sendUnreachable(b.slab, b.offs[i], m.totalLen, m.src, ICMP_PORT_UNREACH);
       this.drop(b, i, DROP_REJECT);
       return -1;
     }
-    const icmp = m.proto === 1;
-    let rSrc = m.dst, rSport = icmp ? m.sport : m.dport, rDst = m.src, rDport = icmp ? 0 : m.sport;
+    const icmp = m.proto === IPPROTO_ICMP;
+    // The tuple (this.tuple) is the packet's; the reply starts as its inverse, then takes the NAT.
+    const orig = this.tuple, r = this.reply.invertOf(orig);
     if (dec.action === NAT_DNAT) {
-      rSrc = dec.addr;
-      if (!icmp) rSport = dec.port;
+      r.src = dec.addr;
+      if (!icmp) r.sport = dec.port;
       this.counters[C_DNAT]++;
     } else if (((m.dst & s.serviceMask) >>> 0) === s.serviceNet) {
       // A service address nobody serves: the kernel would send it to the default route; there is
@@ -158,46 +169,43 @@ export class Pipeline {
     }
     if (dec.masquerade) {
       // MASQUERADE uses the source address of the route towards the (translated) destination.
-      rDst = this.remoteIndexOf(rSrc) >= 0 && s.tunnelAddress !== 0 ? s.tunnelAddress : s.nodeIP;
-      const port = this.masqPort(rDst, rSrc, rSport, nowMs);
+      r.dst = this.remoteIndexOf(r.src) >= 0 && s.tunnelAddress !== 0 ? s.tunnelAddress : s.nodeIP;
+      const port = this.masqPort(r, nowMs);
       if (port < 0) { this.counters[C_NAT_CLASH]++; this.drop(b, i, DROP_NAT_EXHAUSTED); return -1; }
-      if (icmp) rSport = port; else rDport = port;
+      if (icmp) r.sport = port; else r.dport = port;
       this.counters[C_SNAT]++;
     }
-    let slot = this.ct.create(m.proto, m.src, m.dst, m.sport, m.dport, rSrc, rDst, rSport, rDport, nowMs, m.icmpType, m.icmpCode);
+    let slot = this.ct.create(orig, r, nowMs, m.icmpType, m.icmpCode);
     if (slot === CT_CREATE_CLASH && !dec.masquerade) {
       // The translated reply tuple is taken (the client also talks to the endpoint directly from
       // the same port): like the kernel, keep the address and remap the source port.
       this.counters[C_NAT_CLASH]++;
-      const port = this.masqPort(rDst, rSrc, rSport, nowMs);
+      const port = this.masqPort(r, nowMs);
       if (port >= 0) {
-        if (icmp) rSport = port; else rDport = port;
-        slot = this.ct.create(m.proto, m.src, m.dst, m.sport, m.dport, rSrc, rDst, rSport, rDport, nowMs, m.icmpType, m.icmpCode);
+        if (icmp) r.sport = port; else r.dport = port;
+        slot = this.ct.create(orig, r, nowMs, m.icmpType, m.icmpCode);
       }
     }
     if (slot < 0) { this.drop(b, i, slot === CT_CREATE_FULL ? DROP_CT_FULL : DROP_NAT_EXHAUSTED); return -1; }
-    this.ct.setUser(slot, dec.ruleRef);
     this.counters[C_NEW_CONN]++;
     return slot << 1;
   }
 
-  /** A free source port (ICMP: echo id) for a connection from natAddr to peer:peerPort. */
-  private masqPort(natAddr: number, peer: number, peerPort: number, nowMs: number): number {
+  /** A free source port (ICMP: echo id) for the reply tuple `r` (its NAT port field is what is chosen). */
+  private masqPort(r: Tuple, nowMs: number): number {
     const m = this.m;
     // A SYN may reclaim a port whose previous SNAT'ed connection is closing and idle past the
     // reuse hold, as the kernel's last attempts do.
-    const evictClosing = m.proto === 6 && (m.tcpFlags & 0x02) !== 0;
-    return chooseMasqPort(this.ct, m.proto, m.sport, natAddr, peer, m.proto === 1 ? 0 : peerPort, nowMs, this.rng,
-      this.s.fullyRandom, this.s.avoidReuseMs, 0, 0, evictClosing);
+    this.masq.evictClosing = m.proto === IPPROTO_TCP && (m.tcpFlags & TCP_SYN) !== 0;
+    return chooseMasqPort(this.ct, r, m.sport, nowMs, this.masq);
   }
 
   /** ICMP errors belong to the connection they quote (RELATED); un-NAT outer and quoted headers. */
-  private processIcmpError(b: PacketBatch, i: number): void {
+  private processIcmpError(b: PacketBatch, i: number, nowMs: number): void {
     const m = this.m, ct = this.ct, buf = b.slab;
     // The quoted packet travelled the other way: look up its inverse.
-    const h = m.innerProto === 1
-      ? ct.lookup(1, m.innerDst, m.innerSrc, m.innerSport, 0, 0)
-      : ct.lookup(m.innerProto, m.innerDst, m.innerSrc, m.innerDport, m.innerSport, 0);
+    const q = this.tuple.set(m.innerProto, m.innerSrc, m.innerDst, m.innerSport, m.innerDport);
+    const h = ct.lookup(q.invertOf(q), nowMs);
     if (h < 0) {
       // Not ours to translate (e.g. an error about a packet we never saw): pass it on unchanged.
       this.drops[DROP_ICMP_NO_CONN]++;
@@ -279,4 +287,9 @@ export class Pipeline {
     for (let r = 0; r < this.remoteIP.length; r++) if (this.remoteIP[r] === addr) return r;
     return -1;
   }
+}
+
+/** Batch-size histogram bucket: i counts sizes in (2^(i-1), 2^i], sizes <= 1 in bucket 0. */
+export function batchSizeBucket(n: number): number {
+  return n <= 1 ? 0 : 32 - Math.clz32(n - 1);
 }

@@ -6,7 +6,6 @@ export * from './rules/chain-names';
 export * from './rules/ir';
 export * from './rules/build';
 export * from './rules/render';
-export * from './random';
 export * from './eval/recent';
 export * from './eval/matcher';
 export * from './rules/import';

@@ -15,7 +15,7 @@
 // iptables-restore transaction. match() allocates nothing.
 import { formatIPv4 } from '../ip';
 import { Match, Rule, RuleSet, Table, TableName } from '../rules/ir';
-import { RandomSource, NatRandomPool } from '../random';
+import { U32Source, RandomPool } from '../../lib/random';
 import { RecentTable } from './recent';
 import { renderRule } from '../rules/render';
 
@@ -52,7 +52,7 @@ export class MatcherError extends Error {
 
 export interface CompileOptions {
   /** Source of random u32 for `-m statistic --mode random` (default: a crypto-filled pool). */
-  random?: RandomSource;
+  random?: U32Source;
   /** The matcher being replaced: its xt_recent tables are carried over by name (as the kernel keeps them across a restore). */
   previous?: Matcher;
   /** Chains with at least this many rules get the (dst, proto, port) index. Default 8. */
@@ -141,7 +141,7 @@ export class Matcher {
   private readonly filIn: number; private readonly filFwd: number; private readonly filOut: number;
 
   private readonly local: Uint32Array;
-  private readonly rng: RandomSource;
+  private readonly rng: U32Source;
 
   // Evaluation stack and packet registers (reused; match() is not reentrant).
   private readonly sChain: Int32Array; private readonly sMode: Uint8Array;
@@ -157,7 +157,7 @@ export class Matcher {
   /** Use compileMatcher(). */
   constructor(rs: RuleSet, localAddresses: readonly number[], opts: CompileOptions) {
     const t0 = performance.now();
-    this.rng = opts.random ?? new NatRandomPool();
+    this.rng = opts.random ?? new RandomPool();
     this.services = rs.services.map((s) => ({ name: s.name, protocol: s.protocol, key: s.key }));
     const local = localAddresses.filter((a) => a >>> 24 !== 127);
     this.local = Uint32Array.from(local);

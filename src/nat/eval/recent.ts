@@ -1,109 +1,158 @@
-// xt_recent's per-name address lists (sessionAffinity ClientIP), over typed arrays: open
-// addressing on the source address with the last `--set` time. Lookups allocate nothing; the table
-// grows (doubling, amortized) up to `maxEntries`, then evicts the oldest entry.
-
-const EMPTY = 0;
-const USED = 1;
+// xt_recent's per-name address lists (sessionAffinity ClientIP), over typed arrays: entries
+// (source address, time of the last --set/--update) in a slab, found through an open-addressing
+// index on the address (lib/hash-index), and threaded on an intrusive LRU list (prev/next entry
+// numbers) in the order they were last set or updated, as the kernel's recent_table keeps its
+// lru_list. The slab grows (doubling, amortized) up to `maxEntries`; once full, a new address
+// evicts the head of the list, the least recently set entry, in O(1) (no scan).
+//
+// Handles returned by find() are entry numbers; they stay valid until that entry is removed or
+// evicted. Lookups allocate nothing; only growth does.
+import { HashIndex } from '../../lib/hash-index';
 
 export class RecentTable {
-  private keys: Uint32Array;
+  private addrs: Uint32Array;
   private stamps: Float64Array;
-  private state: Uint8Array;
-  private mask: number;
+  private hashes: Int32Array;
+  /** LRU links (entry numbers, -1 = none); a free entry is chained through `next`. */
+  private prev: Int32Array;
+  private next: Int32Array;
+  private idx: HashIndex;
+  /** Least and most recently set entries. */
+  private head = -1;
+  private tail = -1;
+  /** Entry numbers below this have been handed out at least once. */
+  private used = 0;
+  private free = -1;
+  private readonly limit: number;
   size = 0;
 
   constructor(readonly name: string, readonly maxEntries = 65536, initial = 16) {
-    let cap = 16;
-    while (cap < initial * 2) cap <<= 1;
-    this.keys = new Uint32Array(cap);
+    this.limit = Math.max(1, maxEntries);
+    const cap = Math.max(1, Math.min(initial, this.limit));
+    this.addrs = new Uint32Array(cap);
     this.stamps = new Float64Array(cap);
-    this.state = new Uint8Array(cap);
-    this.mask = cap - 1;
+    this.hashes = new Int32Array(cap);
+    this.prev = new Int32Array(cap);
+    this.next = new Int32Array(cap);
+    this.idx = new HashIndex(cap * 2, this.hashes);
   }
 
-  private slotOf(addr: number): number {
+  private static hashOf(addr: number): number {
     let h = Math.imul(addr ^ (addr >>> 16), 0x45d9f3b);
     h = Math.imul(h ^ (h >>> 16), 0x45d9f3b);
-    return (h ^ (h >>> 16)) & this.mask;
+    return (h ^ (h >>> 16)) | 0;
   }
 
-  /** Slot holding `addr`, or -1. */
+  /** Entry holding `addr`, or -1. */
   find(addr: number): number {
-    let i = this.slotOf(addr);
+    addr >>>= 0;
+    const slots = this.idx.slots, mask = this.idx.mask, addrs = this.addrs;
+    let i = RecentTable.hashOf(addr) & mask;
     for (;;) {
-      if (this.state[i] === EMPTY) return -1;
-      if (this.keys[i] === addr) return i;
-      i = (i + 1) & this.mask;
+      const e = slots[i];
+      if (e < 0 || addrs[e] === addr) return e;
+      i = (i + 1) & mask;
     }
   }
 
   /** Last time `addr` was set, or -1 when absent. */
   lastSeen(addr: number): number {
-    const i = this.find(addr);
-    return i < 0 ? -1 : this.stamps[i];
+    const e = this.find(addr);
+    return e < 0 ? -1 : this.stamps[e];
   }
 
-  stampAt(slot: number): number { return this.stamps[slot]; }
-  touch(slot: number, nowMs: number): void { this.stamps[slot] = nowMs; }
+  stampAt(entry: number): number { return this.stamps[entry]; }
 
+  /** --update: a new time, and the entry becomes the most recently set. */
+  touch(entry: number, nowMs: number): void {
+    this.stamps[entry] = nowMs;
+    this.moveToTail(entry);
+  }
+
+  /** --set: add `addr` (evicting the least recently set entry when full) or refresh it. */
   set(addr: number, nowMs: number): void {
+    addr >>>= 0;
     const f = this.find(addr);
-    if (f >= 0) { this.stamps[f] = nowMs; return; }
-    if (this.size >= this.maxEntries) this.evictOldest();
-    else if ((this.size + 1) * 2 > this.mask + 1) this.grow();
-    let i = this.slotOf(addr);
-    while (this.state[i] !== EMPTY) i = (i + 1) & this.mask;
-    this.state[i] = USED;
-    this.keys[i] = addr;
-    this.stamps[i] = nowMs;
+    if (f >= 0) { this.touch(f, nowMs); return; }
+    if (this.size >= this.limit) this.removeSlot(this.head);
+    const e = this.alloc();
+    const h = RecentTable.hashOf(addr);
+    this.addrs[e] = addr;
+    this.stamps[e] = nowMs;
+    this.hashes[e] = h;
+    this.idx.insert(e, h);
+    this.linkTail(e);
     this.size++;
   }
 
-  /** Removes the entry in `slot` (backward-shift deletion keeps probe chains intact). */
-  removeSlot(slot: number): void {
-    let i = slot;
-    this.state[i] = EMPTY;
+  /** Removes `entry` (a handle from find()). */
+  removeSlot(entry: number): void {
+    this.idx.remove(entry);
+    this.unlink(entry);
+    this.next[entry] = this.free;
+    this.free = entry;
     this.size--;
-    let j = i;
-    for (;;) {
-      j = (j + 1) & this.mask;
-      if (this.state[j] === EMPTY) return;
-      const k = this.slotOf(this.keys[j]);
-      // Move j back to i when k is not cyclically within (i, j].
-      if (i <= j ? i < k && k <= j : i < k || k <= j) continue;
-      this.keys[i] = this.keys[j];
-      this.stamps[i] = this.stamps[j];
-      this.state[i] = USED;
-      this.state[j] = EMPTY;
-      i = j;
-    }
   }
 
   clear(): void {
-    this.state.fill(EMPTY);
+    this.idx.clear();
+    this.head = this.tail = -1;
+    this.used = 0;
+    this.free = -1;
     this.size = 0;
   }
 
-  private grow(): void {
-    const oldK = this.keys, oldS = this.stamps, oldU = this.state;
-    const cap = (this.mask + 1) * 2;
-    this.keys = new Uint32Array(cap);
-    this.stamps = new Float64Array(cap);
-    this.state = new Uint8Array(cap);
-    this.mask = cap - 1;
-    this.size = 0;
-    for (let i = 0; i < oldU.length; i++) {
-      if (oldU[i] !== USED) continue;
-      let j = this.slotOf(oldK[i]);
-      while (this.state[j] !== EMPTY) j = (j + 1) & this.mask;
-      this.state[j] = USED; this.keys[j] = oldK[i]; this.stamps[j] = oldS[i];
-      this.size++;
+  /** Test aid: the index invariant (see HashIndex.check) and the LRU list's length. */
+  check(): string | null {
+    let n = 0;
+    for (let e = this.head, p = -1; e >= 0; p = e, e = this.next[e]) {
+      if (this.prev[e] !== p) return `LRU link broken at entry ${e}`;
+      if (this.find(this.addrs[e]) !== e) return `entry ${e} not found by its address`;
+      if (++n > this.size) break;
     }
+    if (n !== this.size) return `LRU list holds ${n} entries for size ${this.size}`;
+    return this.idx.check();
   }
 
-  private evictOldest(): void {
-    let best = -1, t = Infinity;
-    for (let i = 0; i <= this.mask; i++) if (this.state[i] === USED && this.stamps[i] < t) { t = this.stamps[i]; best = i; }
-    if (best >= 0) this.removeSlot(best);
+  private alloc(): number {
+    if (this.free >= 0) {
+      const e = this.free;
+      this.free = this.next[e];
+      return e;
+    }
+    if (this.used === this.addrs.length) this.grow();
+    return this.used++;
+  }
+
+  private linkTail(e: number): void {
+    this.prev[e] = this.tail;
+    this.next[e] = -1;
+    if (this.tail >= 0) this.next[this.tail] = e; else this.head = e;
+    this.tail = e;
+  }
+
+  private unlink(e: number): void {
+    const p = this.prev[e], n = this.next[e];
+    if (p >= 0) this.next[p] = n; else this.head = n;
+    if (n >= 0) this.prev[n] = p; else this.tail = p;
+  }
+
+  private moveToTail(e: number): void {
+    if (e === this.tail) return;
+    this.unlink(e);
+    this.linkTail(e);
+  }
+
+  /** Doubles the slab (never past the limit; only called with every entry in use) and rebuilds the index. */
+  private grow(): void {
+    const cap = Math.min(this.addrs.length * 2, this.limit);
+    const widen = <T extends Uint32Array | Float64Array | Int32Array>(a: T, b: T): T => { b.set(a); return b; };
+    this.addrs = widen(this.addrs, new Uint32Array(cap));
+    this.stamps = widen(this.stamps, new Float64Array(cap));
+    this.hashes = widen(this.hashes, new Int32Array(cap));
+    this.prev = widen(this.prev, new Int32Array(cap));
+    this.next = widen(this.next, new Int32Array(cap));
+    this.idx = new HashIndex(cap * 2, this.hashes);
+    for (let e = this.head; e >= 0; e = this.next[e]) this.idx.insert(e, this.hashes[e]);
   }
 }

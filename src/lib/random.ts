@@ -1,6 +1,7 @@
-// A pool of random 32-bit words filled in bulk from the OS CSPRNG (crypto.randomFillSync), then
-// handed out one by one: no crypto call and no allocation per draw (the undici model). Used for
-// MASQUERADE port offsets here and for endpoint selection in src/nat.
+// The one random source: a pool of random 32-bit words filled in bulk from the OS CSPRNG
+// (crypto.randomFillSync), then handed out one by one, so there is no crypto call and no
+// allocation per draw (the undici model). Conntrack uses it for MASQUERADE port offsets and nat
+// for `-m statistic --mode random`; both accept any U32Source, so tests pass a SeededRandom.
 import { randomFillSync } from 'node:crypto';
 
 /** Anything that yields uniformly distributed unsigned 32-bit integers. */
@@ -56,8 +57,8 @@ export class RandomPool implements U32Source {
 }
 
 /**
- * A deterministic U32Source (splitmix32) for tests and benchmarks. Not for production: its output
- * is predictable.
+ * A deterministic U32Source (splitmix32) for tests, benchmarks and seeded hash keys. Not for
+ * drawing anything an outsider must not predict.
  */
 export class SeededRandom implements U32Source {
   private s: number;
