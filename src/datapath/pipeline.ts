@@ -9,6 +9,7 @@ import {
 } from '../netstack';
 import { ConntrackTable, DIR_ORIGINAL, chooseMasqPort, CT_CREATE_CLASH, CT_CREATE_FULL, MasqPortOptions, Tuple } from '../conntrack';
 import { RandomPool } from '../lib/random';
+import { BATCH, BATCH_SIZE_BUCKETS, batchSizeBucket } from './batch-size';
 import { Matcher, NatDecision, NAT_DNAT, NAT_DROP, NAT_REJECT } from '../nat';
 
 export interface RemoteNode { name: string; nodeIP: number; podNet: number; podMask: number }
@@ -49,9 +50,9 @@ export class Pipeline {
   readonly counters = new Float64Array(C_COUNTERS);
   readonly drops = new Float64Array(ALL_DROP_REASONS.length);
   /** Batches by size: bucket i counts sizes in (2^(i-1), 2^i] (the metrics' kubetun_batch_size). */
-  readonly batchSizes = new Uint32Array(7);
+  readonly batchSizes = new Uint32Array(BATCH_SIZE_BUCKETS);
   /** Packets kube-tun itself originates (ICMP errors), flushed after each batch. */
-  readonly generated = new PacketBatch(64);
+  readonly generated = new PacketBatch(BATCH);
   private readonly m = new PacketMeta();
   private readonly dec = new NatDecision();
   /** Tuples reused for every packet: the packet's own, and a new connection's reply. */
@@ -287,9 +288,4 @@ export class Pipeline {
     for (let r = 0; r < this.remoteIP.length; r++) if (this.remoteIP[r] === addr) return r;
     return -1;
   }
-}
-
-/** Batch-size histogram bucket: i counts sizes in (2^(i-1), 2^i], sizes <= 1 in bucket 0. */
-export function batchSizeBucket(n: number): number {
-  return n <= 1 ? 0 : 32 - Math.clz32(n - 1);
 }
