@@ -2,7 +2,7 @@
 // packets in a PacketBatch, no TUN and no namespace.
 import { describe, expect, it } from 'vitest';
 import * as path from 'node:path';
-import { PacketBatch } from '../src/io/tun';
+import { PacketBatch } from '../src/io';
 import { buildPacket, parsePacket, Ipv4Repr, IPPROTO_TCP, TCP_SYN, ICMP_DEST_UNREACH, ICMP_PORT_UNREACH } from '../src/netstack';
 import { ConntrackTable, DIR_ORIGINAL, Tuple } from '../src/conntrack';
 import { buildRules, compileMatcher, loadConfig, makeNodeSettings, parseIPv4 } from '../src/nat';
