@@ -54,19 +54,51 @@ export interface SegmentBatch {
 /** Scratch for the parses done here (one worker = one thread, so one instance is enough). */
 const gsoMeta = new PacketMeta();
 
+// DataViews over the last two buffers seen: a 32-bit big-endian load is one instruction in optimized
+// code and works at any alignment, which makes the payload loops ~3x faster than byte loops. Slabs are
+// long-lived, so a view is allocated only when a new buffer shows up (never per packet in the datapath).
+let viewBufA: Uint8Array | null = null;
+let viewA: DataView<ArrayBufferLike> = new DataView(new ArrayBuffer(0));
+let viewBufB: Uint8Array | null = null;
+let viewB = viewA;
+
+function viewOf(b: Uint8Array): DataView<ArrayBufferLike> {
+  if (b === viewBufA) return viewA;
+  if (b === viewBufB) return viewB;
+  viewBufB = viewBufA;
+  viewB = viewA;
+  viewBufA = b;
+  viewA = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  return viewA;
+}
+
+/** Brings a sum of 32-bit words (< 2^53) under 2^32 without changing it mod 0xffff (for `fold`). */
+function reduce32(sum: number): number {
+  while (sum > 0xffffffff) sum = (sum % 0x10000) + Math.floor(sum / 0x10000);
+  return sum;
+}
+
 /**
- * Copies n bytes src[s..] -> dst[d..] and returns their unfolded one's-complement sum as big-endian
- * 16-bit words starting at s (odd tail padded): one pass over the payload instead of copy + sum.
+ * Copies n bytes src[s..] -> dst[d..] (distinct buffers) and returns their one's-complement sum as
+ * big-endian 16-bit words starting at s (odd tail padded), unfolded but < 2^32: one pass over the
+ * payload instead of copy + sum. Summing 32-bit words is the same sum mod 0xffff (2^16 = 1 mod 0xffff).
  */
 function copySum(src: Uint8Array, s: number, dst: Uint8Array, d: number, n: number): number {
+  const sv = viewOf(src);
+  const dv = viewOf(dst);
   let sum = 0;
-  const end = s + (n & ~1);
+  const end = s + (n & ~3);
   while (s < end) {
-    const hi = src[s];
-    const lo = src[s + 1];
-    dst[d] = hi;
-    dst[d + 1] = lo;
-    sum += (hi << 8) | lo;
+    const w = sv.getUint32(s);
+    dv.setUint32(d, w);
+    sum += w;
+    s += 4;
+    d += 4;
+  }
+  if ((n & 2) !== 0) {
+    const w = sv.getUint16(s);
+    dv.setUint16(d, w);
+    sum += w;
     s += 2;
     d += 2;
   }
@@ -75,8 +107,22 @@ function copySum(src: Uint8Array, s: number, dst: Uint8Array, d: number, n: numb
     dst[d] = hi;
     sum += hi << 8;
   }
-  // n <= 65535: at most 32768 words of <= 0xffff, below 2^31; fold-ready.
-  return sum;
+  return reduce32(sum);
+}
+
+/** The one's-complement sum of n bytes at b[off] like checksum.ts onesSum, 4 bytes per step. */
+function sumFast(b: Uint8Array, off: number, n: number, initial: number): number {
+  const v = viewOf(b);
+  let sum = initial;
+  const end = off + (n & ~3);
+  let i = off;
+  for (; i < end; i += 4) sum += v.getUint32(i);
+  if ((n & 2) !== 0) {
+    sum += v.getUint16(i);
+    i += 2;
+  }
+  if ((n & 1) !== 0) sum += b[i] << 8;
+  return reduce32(sum);
 }
 
 function copyBytes(src: Uint8Array, s: number, dst: Uint8Array, d: number, n: number): void {
@@ -326,8 +372,11 @@ export function coalesceTcp(
       t.noHeadroom++;
       continue;
     }
-    const r = parseIpv4(slab, off, len, m, verifyChecksums);
-    if ((r === DropReason.None || r === DropReason.BadL4Checksum) && m.proto === IPPROTO_TCP) {
+    let r = parseIpv4(slab, off, len, m, false);
+    if (r === DropReason.None && m.proto === IPPROTO_TCP) {
+      if (verifyChecksums && fold(sumFast(slab, m.l4off, m.l4len, pseudoHeaderSum(m.src, m.dst, IPPROTO_TCP, m.l4len))) !== 0xffff) {
+        r = DropReason.BadL4Checksum;
+      }
       const ports = ((m.sport << 16) | m.dport) >>> 0;
       let fi = -1;
       for (let f = 0; f < maxFlows; f++) {
