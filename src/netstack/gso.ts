@@ -51,6 +51,18 @@ export interface SegmentBatch {
   readonly capacity: number;
 }
 
+/** The signature of segmentTcp / segmentUdp: see segmentTcp. */
+export type SegmentFn = (
+  buf: Uint8Array,
+  off: number,
+  len: number,
+  h: VnetHdr,
+  mss: number,
+  out: SegmentBatch,
+  slotSize: number,
+  headroom: number,
+) => number;
+
 /** Scratch for the parses done here (one worker = one thread, so one instance is enough). */
 const gsoMeta = new PacketMeta();
 
@@ -143,51 +155,25 @@ function copyBytes(src: Uint8Array, s: number, dst: Uint8Array, d: number, n: nu
  *   is stored in the field, and the field becomes ~fold(sum from csum_start to the segment's end), 0
  *   written as 0xFFFF like skb_checksum_help. A wrong partial sum (a bad NAT rewrite) therefore gives
  *   wrong checksums in the segments, which is what the tests check.
- * `mss` is normally h.gsoSize, smaller for a path with a smaller MTU (IPIP: 20 bytes less). A packet
- * with no GSO type or a payload <= mss gives one segment. The source is not modified and must not
- * overlap the output slots. Returns the number of segments (>= 1) or -GsoReason, writing nothing then.
+ * `mss` is normally h.gsoSize, smaller for a path with a smaller MTU (IPIP: 20 bytes less); it alone
+ * decides the split (a payload <= mss, or none, gives one segment), so a NEEDS_CSUM packet without a GSO
+ * type can be finished in software this way too. The source is not modified and must not overlap the
+ * output slots. Returns the number of segments (>= 1) or -GsoReason, writing nothing then.
  */
-export function segmentTcp(
-  buf: Uint8Array,
-  off: number,
-  len: number,
-  h: VnetHdr,
-  mss: number,
-  out: SegmentBatch,
-  slotSize: number,
-  headroom: number,
-): number {
-  return segmentL4(buf, off, len, h, mss, out, slotSize, headroom, IPPROTO_TCP);
-}
+export const segmentTcp: SegmentFn = (buf, off, len, h, mss, out, slotSize, headroom) =>
+  segmentL4(buf, off, len, h, mss, out, slotSize, headroom, IPPROTO_TCP);
 
 /**
  * USO (gso_type UDP_L4): like segmentTcp for a UDP super-datagram: each segment is a UDP datagram of at
  * most `mss` payload bytes with its own UDP length and checksum (a packet without NEEDS_CSUM whose
  * checksum is 0 keeps 0 = none). The UDP length must equal the IP payload length (GsoReason.BadPacket).
  */
-export function segmentUdp(
-  buf: Uint8Array,
-  off: number,
-  len: number,
-  h: VnetHdr,
-  mss: number,
-  out: SegmentBatch,
-  slotSize: number,
-  headroom: number,
-): number {
-  return segmentL4(buf, off, len, h, mss, out, slotSize, headroom, IPPROTO_UDP);
-}
+export const segmentUdp: SegmentFn = (buf, off, len, h, mss, out, slotSize, headroom) =>
+  segmentL4(buf, off, len, h, mss, out, slotSize, headroom, IPPROTO_UDP);
 
 function segmentL4(
-  buf: Uint8Array,
-  off: number,
-  len: number,
-  h: VnetHdr,
-  mss: number,
-  out: SegmentBatch,
-  slotSize: number,
-  headroom: number,
-  proto: number,
+  buf: Uint8Array, off: number, len: number, h: VnetHdr, mss: number,
+  out: SegmentBatch, slotSize: number, headroom: number, proto: number,
 ): number {
   if (!(mss >= 1 && mss <= IPV4_MAX_TOTAL_LEN && (mss | 0) === mss)) return -GsoReason.BadMss;
   const m = gsoMeta;
