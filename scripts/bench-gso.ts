@@ -7,8 +7,7 @@
  *   rewriteSrcPartial (what the pipeline does per super-packet with offloads on);
  * - segmentTcp of that super-packet (MSS 1448 -> 45 segments) into a 2048-byte-slot batch
  *   (what the IPIP path does before encapsulation);
- * - coalesceTcp of the 45 segments back into one super-packet (the receiving node's GRO), in place;
- *   the batch is restored from a copy before each run and the restore time is measured and subtracted.
+ * - coalesceTcp of the 45 segments back into one super-packet (the receiving node's GRO), in place.
  * Prints ns per super-packet and per 1500-byte segment, and the payload rate one core would sustain.
  */
 import * as os from 'node:os';
@@ -108,27 +107,27 @@ time('segmentTcp 64 KiB -> 45 x 1500', N, () => {
   if (segmentTcp(pkt, 0, pkt.length, h, MSS, out, SLOT, HEADROOM) !== 45) throw new Error('segment');
 }, 45);
 
-// 3. GRO, in place, in 68 KiB slots (restored from a pristine copy each run)
+// 3. GRO, in place, in 68 KiB slots. coalesceTcp changes only offs/lens, the head's 52 header bytes
+// and the bytes after the head packet (where the payloads are appended), so resetting offs/lens and the
+// head's header restores the input exactly (checked: 44 merged every run); that reset is a few dozen
+// stores, included in the figure.
 const GSLOT = 69632;
 const g = { slab: new Uint8Array(45 * GSLOT), offs: new Uint32Array(45), lens: new Uint32Array(45) };
-const pristine = new Uint8Array(45 * 1500);
-for (let k = 0; k < 45; k++) pristine.set(out.slab.subarray(out.offs[k], out.offs[k] + out.lens[k]), k * 1500);
+for (let k = 0; k < 45; k++) g.slab.set(out.slab.subarray(out.offs[k], out.offs[k] + out.lens[k]), k * GSLOT + HEADROOM);
+const head = out.slab.slice(out.offs[0], out.offs[0] + 52);
 const restore = (): void => {
   for (let k = 0; k < 45; k++) {
-    g.slab.set(pristine.subarray(k * 1500, k * 1500 + out.lens[k]), k * GSLOT + HEADROOM);
     g.offs[k] = k * GSLOT + HEADROOM;
     g.lens[k] = out.lens[k];
   }
+  for (let j = 0; j < 52; j++) g.slab[HEADROOM + j] = head[j];
 };
 const t = new TcpGroTable();
-const base = time('(restore only)', N, restore, 45);
-const both = time('restore + coalesceTcp 45 -> 1 (verify csum)', N, () => {
+time('coalesceTcp 45 -> 1 (verify checksums)', N, () => {
   restore();
   if (coalesceTcp(g.slab, g.offs, g.lens, 45, GSLOT, t) !== 44) throw new Error('gro');
 }, 45);
-report('coalesceTcp 45 -> 1 (verify csum), net', both - base, 45);
-const noVerify = time('restore + coalesceTcp 45 -> 1 (no verify)', N, () => {
+time('coalesceTcp 45 -> 1 (caller verified)', N, () => {
   restore();
   if (coalesceTcp(g.slab, g.offs, g.lens, 45, GSLOT, t, false) !== 44) throw new Error('gro');
 }, 45);
-report('coalesceTcp 45 -> 1 (no verify), net', noVerify - base, 45);

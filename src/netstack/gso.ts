@@ -66,22 +66,23 @@ export type SegmentFn = (
 /** Scratch for the parses done here (one worker = one thread, so one instance is enough). */
 const gsoMeta = new PacketMeta();
 
-// DataViews over the last two buffers seen: a 32-bit big-endian load is one instruction in optimized
-// code and works at any alignment, which makes the payload loops ~3x faster than byte loops. Slabs are
-// long-lived, so a view is allocated only when a new buffer shows up (never per packet in the datapath).
-let viewBufA: Uint8Array | null = null;
-let viewA: DataView<ArrayBufferLike> = new DataView(new ArrayBuffer(0));
-let viewBufB: Uint8Array | null = null;
-let viewB = viewA;
+// DataViews over the last VIEW_CACHE buffers seen: a 32-bit big-endian load is one instruction in
+// optimized code and works at any alignment, which makes the payload loops ~3x faster than byte loops.
+// Slabs are long-lived (TUN read slab, segment batch, IPIP read slab, ...), so a view is allocated only
+// when a new buffer shows up, never per packet in the datapath.
+const VIEW_CACHE = 4;
+const viewBufs: (Uint8Array | null)[] = [null, null, null, null];
+const views: DataView<ArrayBufferLike>[] = [];
+for (let i = 0; i < VIEW_CACHE; i++) views.push(new DataView(new ArrayBuffer(0)));
+let viewNext = 0;
 
 function viewOf(b: Uint8Array): DataView<ArrayBufferLike> {
-  if (b === viewBufA) return viewA;
-  if (b === viewBufB) return viewB;
-  viewBufB = viewBufA;
-  viewB = viewA;
-  viewBufA = b;
-  viewA = new DataView(b.buffer, b.byteOffset, b.byteLength);
-  return viewA;
+  for (let i = 0; i < VIEW_CACHE; i++) if (viewBufs[i] === b) return views[i];
+  const i = viewNext;
+  viewNext = i + 1 === VIEW_CACHE ? 0 : i + 1;
+  viewBufs[i] = b;
+  views[i] = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  return views[i];
 }
 
 /** Brings a sum of 32-bit words (< 2^53) under 2^32 without changing it mod 0xffff (for `fold`). */
