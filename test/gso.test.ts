@@ -592,6 +592,13 @@ describe('malformed vnet headers and bounds', () => {
     expect(segmentTcp(tcp, 0, tcp.length, h, 1400, out, 2048, -1)).toBe(-GsoReason.NoRoom);
     expect(segmentTcp(udp, 0, udp.length, h, 1400, out, 2048, 64)).toBe(-GsoReason.GsoProtoMismatch);
     expect(segmentTcp(tcp, 0, tcp.length - 1, h, 1400, out, 2048, 64)).toBe(-GsoReason.BadPacket);
+    expect(segmentTcp(tcp, 0, tcp.length, h, 1400, out, 2047.5, 64)).toBe(-GsoReason.NoRoom);
+    out.count = -1;
+    expect(segmentTcp(tcp, 0, tcp.length, h, 1400, out, 2048, 64)).toBe(-GsoReason.NoRoom);
+    out.count = 0;
+    const gb = new Batch(2, 2048);
+    expect(coalesceTcp(gb.slab, gb.offs, gb.lens, 3, 2048, new TcpGroTable())).toBe(-1);
+    expect(coalesceTcp(gb.slab, gb.offs, gb.lens, 2, 0, new TcpGroTable())).toBe(-1);
     const shared = new Batch(8, 8192);
     shared.slab.set(tcp, 8192 * 5);
     shared.count = 4; // the segments would go to slots 4-6, over the source in slot 5
