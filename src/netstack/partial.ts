@@ -25,7 +25,10 @@
  * The functions mirror packet.ts rewriteSrc/rewriteDst (same arguments, same PacketMeta updates) and
  * require a packet parsed by parseIpv4 with verifyL4Checksum = false whose vnet header passed vnetCheck
  * with NEEDS_CSUM set (so the field is the TCP/UDP checksum). For other protocols only the address and
- * the IP header checksum change (ICMP has no pseudo header; its echo id is handled as data).
+ * the IP header checksum change and `port` is ignored. Linux never hands out ICMP as CHECKSUM_PARTIAL
+ * (ping and raw sockets checksum in software); a NEEDS_CSUM packet the pipeline does not want to handle
+ * this way can always be finished first (vnetFinishChecksum, or segmentTcp for a super-packet), then
+ * rewritten with the ordinary rewrites and written with an all-zero vnet header.
  */
 import { read16, write16, write32 } from './bytes';
 import { csumApply, csumDelta32, fold } from './checksum';
