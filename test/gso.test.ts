@@ -373,6 +373,40 @@ describe('software GSO then GRO gives back the original super-packet', () => {
   });
 });
 
+describe('GRO, then partial NAT, then the kernel\'s segmentation', () => {
+  it('segments of a coalesced and DNAT-rewritten flow all verify', () => {
+    const big = new Batch(64, 69632);
+    const back = new Batch(64, 2048);
+    const m = new PacketMeta();
+    const h = new VnetHdr();
+    fc.assert(
+      fc.property(specArb(0), fc.integer({ min: 2, max: 40 }), fc.integer({ min: 200, max: 1448 }), u32, u16, (s0, n, size, addr, port) => {
+        const s = { ...s0, ipOpts: 0, flags: TCP_ACK };
+        big.reset();
+        for (let k = 0; k < n; k++) {
+          const payload = new Uint8Array(size).map((_, j) => (k + j * 3) & 0xff);
+          big.push(build({ ...s, id: (s.id + k) & 0xffff, seq: (s.seq + k * size) >>> 0, payload }, IPPROTO_TCP, 'full'));
+        }
+        expect(coalesceTcp(big.slab, big.offs, big.lens, big.count, big.slotSize, new TcpGroTable())).toBe(n - 1);
+        const at = big.offs[0];
+        expect(readVnetHdr(big.slab, at, h)).toBe(true);
+        const p = big.slab.subarray(at + VNET_HDR_LEN, at + big.lens[0]);
+        expect(parseIpv4(p, 0, p.length, m, false)).toBe(DropReason.None);
+        expect(vnetCheck(h, m)).toBe(GsoReason.None);
+        rewriteDstPartial(p, m, addr, port);
+        back.reset();
+        expect(segmentTcp(p, 0, p.length, h, h.gsoSize, back, 2048, 64)).toBe(n);
+        for (let k = 0; k < n; k++) {
+          const g = back.packet(k);
+          expect(refVerify(g)).toEqual({ ip: true, l4: true });
+          expect([be32(g, 16), be16(g, 22)]).toEqual([addr, port]);
+        }
+      }),
+      { seed: 5150, numRuns: 60 },
+    );
+  });
+});
+
 // --- (c) coalesce refusals --------------------------------------------------------------------
 
 /** Full-checksum segments of one flow: n segments of `size` bytes starting at seq. */
