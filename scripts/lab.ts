@@ -9,7 +9,8 @@ import * as path from 'node:path';
 
 export const REPO_ROOT = findRepoRoot(__dirname);
 export const LAB_CONFIG = path.join(REPO_ROOT, 'lab', 'cluster.yaml');
-const STATE_DIR = '/run/kube-tun-lab';
+/** One file per live lab, named by its prefix, holding the owner's pid: what collectStaleLabs() reaps. */
+export const STATE_DIR = '/run/kube-tun-lab';
 
 function findRepoRoot(dir: string): string {
   for (let d = dir; ; d = path.dirname(d)) {

@@ -6,13 +6,19 @@
 
 import { execFileSync, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HEADROOM, MAX_READ_PACKET, PacketBatch, SLOT_SIZE, TunDevice } from '../src/io/tun';
+import { STATE_DIR } from '../scripts/lab';
 
 const ROOT = path.resolve(__dirname, '..');
-const NS = `kt${randomBytes(4).toString('hex')}-tun`;
+// Named like a lab (`<prefix>-<name>`) and registered like one (a pid file under STATE_DIR), so the
+// stale-lab reaper (test/support/global-setup.ts) removes it if this run crashes before afterAll.
+const PREFIX = `kt${randomBytes(4).toString('hex')}`;
+const NS = `${PREFIX}-tun`;
+const PID_FILE = path.join(STATE_DIR, PREFIX);
 const DEV = 'kttun0';
 const LOCAL = 0x0ac80001; // 10.200.0.1, on the TUN inside the namespace
 const PEER = 0x0ac80002; // 10.200.0.2, "the other side" of the TUN (our helper)
@@ -129,6 +135,8 @@ let helper: Helper | undefined;
 let nsCreated = false;
 
 beforeAll(async () => {
+  fs.mkdirSync(STATE_DIR, { recursive: true });
+  fs.writeFileSync(PID_FILE, `${process.pid}\n`);
   sh('ip', ['netns', 'add', NS]);
   nsCreated = true;
   // No IPv6 in the namespace: no router solicitations / MLD reports on the TUN to filter around.
@@ -152,6 +160,7 @@ afterAll(async () => {
     }
   } finally {
     if (nsCreated) sh('ip', ['netns', 'del', NS]);
+    fs.rmSync(PID_FILE, { force: true });
   }
 });
 
