@@ -114,10 +114,14 @@ export class Lab {
   ip(ns: string, args: string): string { return run('ip', ['-n', ns, ...args.split(/\s+/)]); }
   sysctl(ns: string, kv: string): void { this.exec(ns, ['sysctl', '-qw', kv]); }
 
-  /** Start a long-running process in a namespace; it is killed by destroy(). */
-  spawn(ns: string, cmd: string[], opts: { logFile?: string; env?: NodeJS.ProcessEnv } = {}): ChildProcess {
+  /**
+   * Start a long-running process in a namespace; it is killed by destroy(). `fd3Pipe`: also give it
+   * a pipe on fd 3 (child.stdio[3]), e.g. for kube-tun's `--ready-fd 3`.
+   */
+  spawn(ns: string, cmd: string[], opts: { logFile?: string; env?: NodeJS.ProcessEnv; fd3Pipe?: boolean } = {}): ChildProcess {
     const out = opts.logFile ? fs.openSync(opts.logFile, 'a') : 'ignore';
-    const child = spawn('ip', ['netns', 'exec', ns, ...cmd], { stdio: ['ignore', out, out], env: opts.env ?? process.env });
+    const stdio: ('ignore' | 'pipe' | number)[] = ['ignore', out, out, ...(opts.fd3Pipe ? ['pipe' as const] : [])];
+    const child = spawn('ip', ['netns', 'exec', ns, ...cmd], { stdio, env: opts.env ?? process.env });
     if (typeof out === 'number') fs.closeSync(out);
     this.children.push(child);
     return child;
