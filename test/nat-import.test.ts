@@ -532,7 +532,9 @@ describe('manifests: the fast YAML path reads what the yaml package reads', () =
     fc.assert(fc.property(fc.array(fc.tuple(value, options), { minLength: 1, maxLength: 3 }), fc.constantFrom('\n---\n', '\n---\n# c\n', '\n--- # x\n\n', '\n---\n\n---\n'), fc.boolean(), (docs, sep, lead) => {
       if (same((lead ? '---\n' : '') + docs.map(([v, o]) => stringify(v, o as never)).join(sep))) fast++;
     }), { numRuns: 400 });
-    expect(fast).toBeGreaterThan(100);
+    // Deterministic under the suite's fixed fast-check seed (test/support/fast-check-seed.ts).
+    expect(fast, `${fast} of 400 generated streams took the fast path`).toBeGreaterThan(100);
+    if (process.env.FC_SEED !== undefined) console.log(`fast path: ${fast} of 400`);
   });
 
   it('hand-written YAML: read the same, or left to the yaml package (which reports the errors)', () => {
