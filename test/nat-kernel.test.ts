@@ -64,7 +64,7 @@ interface Target {
 const LISTEN_TCP = [9999, 30337, 30338, 30339, 30340, 30341, 30399];
 const LISTEN_UDP = [53, 30337, 30338, 30339, 30340, 30341, 30399];
 
-const NON_MATCHING: Omit<Target, 'kind' | 'spread' | 'fromLab' | 'ranges'>[] = [
+const NON_MATCHING: Omit<Target, 'kind' | 'spread' | 'endpoints' | 'fromLab' | 'ranges'>[] = [
   { what: 'ClusterIP of default/test, wrong port', proto: 'tcp', dst: '10.99.64.233', dport: 80 },
   { what: 'ClusterIP of default/test, wrong protocol', proto: 'udp', dst: '10.99.64.233', dport: 9999 },
   { what: 'ClusterIP of kube-dns, wrong port', proto: 'udp', dst: '10.96.0.10', dport: 54 },
