@@ -6,6 +6,8 @@ export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
     globalSetup: ['./test/support/global-setup.ts'],
+    // A fixed fast-check seed for every property (FC_SEED overrides it).
+    setupFiles: ['./test/support/fast-check-seed.ts'],
     fileParallelism: false,
     testTimeout: 60_000,
     hookTimeout: 120_000,

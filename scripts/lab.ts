@@ -9,7 +9,8 @@ import * as path from 'node:path';
 
 export const REPO_ROOT = findRepoRoot(__dirname);
 export const LAB_CONFIG = path.join(REPO_ROOT, 'lab', 'cluster.yaml');
-const STATE_DIR = '/run/kube-tun-lab';
+/** One file per live lab, named by its prefix, holding the owner's pid: what collectStaleLabs() reaps. */
+export const STATE_DIR = '/run/kube-tun-lab';
 
 function findRepoRoot(dir: string): string {
   for (let d = dir; ; d = path.dirname(d)) {
@@ -123,12 +124,14 @@ export class Lab {
   ip(ns: string, args: string): string { return run('ip', ['-n', ns, ...args.split(/\s+/)]); }
   sysctl(ns: string, kv: string): void { this.exec(ns, ['sysctl', '-qw', kv]); }
 
-  /** Start a long-running process in a namespace; it is killed by destroy(). */
-  spawn(ns: string, cmd: string[], opts: { logFile?: string; env?: NodeJS.ProcessEnv } = {}): ChildProcess {
+  /**
+   * Start a long-running process in a namespace; it is killed by destroy(). `fd3Pipe`: also give it
+   * a pipe on fd 3 (child.stdio[3]), e.g. for kube-tun's `--ready-fd 3`.
+   */
+  spawn(ns: string, cmd: string[], opts: { logFile?: string; env?: NodeJS.ProcessEnv; fd3Pipe?: boolean } = {}): ChildProcess {
     const out = opts.logFile ? fs.openSync(opts.logFile, 'a') : 'ignore';
-    const child = spawn('ip', ['netns', 'exec', ns, ...cmd], {
-      stdio: ['ignore', out, out], env: opts.env ?? process.env, detached: this.persistent,
-    });
+    const stdio: ('ignore' | 'pipe' | number)[] = ['ignore', out, out, ...(opts.fd3Pipe ? ['pipe' as const] : [])];
+    const child = spawn('ip', ['netns', 'exec', ns, ...cmd], { stdio, env: opts.env ?? process.env, detached: this.persistent });
     if (typeof out === 'number') fs.closeSync(out);
     if (this.persistent) child.unref();
     this.children.push(child);
@@ -325,6 +328,17 @@ export function removeLab(prefix: string): void {
   for (const ns of mine) removeNamespace(ns);
   fs.rmSync(path.join(STATE_DIR, prefix), { force: true });
   fs.rmSync(path.join('/tmp', `kube-tun-${prefix}`), { recursive: true, force: true });
+}
+
+/**
+ * Register namespaces named `<prefix>-…` as this process's, like a lab: if the process dies before
+ * it removes them, the stale-lab collector does. Returns the release function (call after removal).
+ */
+export function claimPrefix(prefix: string): () => void {
+  fs.mkdirSync(STATE_DIR, { recursive: true });
+  const file = path.join(STATE_DIR, prefix);
+  fs.writeFileSync(file, `${process.pid}\n`);
+  return () => fs.rmSync(file, { force: true });
 }
 
 /** Prefixes of the labs kept up by `npm run lab -- up`. */

@@ -3,8 +3,9 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Lab, LAB_CONFIG, sleep } from '../scripts/lab';
+import { Lab, LAB_CONFIG } from '../scripts/lab';
 import { startKubeTun, RunningDaemon, parseAnswers } from './support/daemon';
+import { waitFor } from './support/wait';
 
 const VIP = '10.99.64.233';
 let lab: Lab;
@@ -29,15 +30,9 @@ afterAll(async () => {
 const servers = (ns: string, n: number) =>
   parseAnswers(lab.exec(ns, ['curl', '-s', '--max-time', '5', '-H', 'Connection: close', `http://${VIP}:9999/[1-${n}]`])).map((a) => a.server);
 
-async function waitForLog(d: RunningDaemon, re: RegExp, after: number, timeoutMs = 10_000): Promise<string> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const tail = d.log().slice(after);
-    const line = tail.split('\n').find((l) => re.test(l));
-    if (line) return line;
-    await sleep(100);
-  }
-  throw new Error(`no log line matching ${re} within ${timeoutMs} ms:\n${d.log().slice(after)}`);
+function waitForLog(d: RunningDaemon, re: RegExp, after: number, timeoutMs = 10_000): Promise<string> {
+  return waitFor(`a log line matching ${re}`, () => d.log().slice(after).split('\n').find((l) => re.test(l)), timeoutMs,
+    { detail: () => d.log().slice(after) });
 }
 
 describe('lifecycle', () => {

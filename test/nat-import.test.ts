@@ -10,7 +10,7 @@ import {
 import { SeededRandom } from '../src/lib/random';
 
 const ROOT = path.resolve(__dirname, '..');
-const SEEDS = path.resolve(ROOT, '../shared/seeds');
+const SEEDS = path.join(ROOT, 'test/fixtures/seeds'); // vendored rule lines of the shared seeds (see its README)
 const seed = (prefix: string) => fs.readFileSync(path.join(SEEDS, fs.readdirSync(SEEDS).find((f) => f.startsWith(prefix))!), 'utf8');
 const lab = loadConfig(path.join(ROOT, 'lab/cluster.yaml'));
 const ip = parseIPv4;
@@ -533,7 +533,9 @@ describe('manifests: the fast YAML path reads what the yaml package reads', () =
     fc.assert(fc.property(fc.array(fc.tuple(value, options), { minLength: 1, maxLength: 3 }), fc.constantFrom('\n---\n', '\n---\n# c\n', '\n--- # x\n\n', '\n---\n\n---\n'), fc.boolean(), (docs, sep, lead) => {
       if (same((lead ? '---\n' : '') + docs.map(([v, o]) => stringify(v, o as never)).join(sep))) fast++;
     }), { numRuns: 400 });
-    expect(fast).toBeGreaterThan(100);
+    // Deterministic under the suite's fixed fast-check seed (test/support/fast-check-seed.ts).
+    expect(fast, `${fast} of 400 generated streams took the fast path`).toBeGreaterThan(100);
+    if (process.env.FC_SEED !== undefined) console.log(`fast path: ${fast} of 400`);
   });
 
   it('hand-written YAML: read the same, or left to the yaml package (which reports the errors)', () => {

@@ -53,6 +53,8 @@ interface Target {
   service?: string;
   /** More than one endpoint, no session affinity: every endpoint must show up in the kernel's choices. */
   spread: boolean;
+  /** How many endpoints the service port has. */
+  endpoints: number;
   fromLab: boolean;
   /** loadBalancerSourceRanges of a load-balancer IP: only these sources get through (and more probes). */
   ranges?: readonly Cidr[];
@@ -62,7 +64,7 @@ interface Target {
 const LISTEN_TCP = [9999, 30337, 30338, 30339, 30340, 30341, 30399];
 const LISTEN_UDP = [53, 30337, 30338, 30339, 30340, 30341, 30399];
 
-const NON_MATCHING: Omit<Target, 'kind' | 'spread' | 'fromLab' | 'ranges'>[] = [
+const NON_MATCHING: Omit<Target, 'kind' | 'spread' | 'endpoints' | 'fromLab' | 'ranges'>[] = [
   { what: 'ClusterIP of default/test, wrong port', proto: 'tcp', dst: '10.99.64.233', dport: 80 },
   { what: 'ClusterIP of default/test, wrong protocol', proto: 'udp', dst: '10.99.64.233', dport: 9999 },
   { what: 'ClusterIP of kube-dns, wrong port', proto: 'udp', dst: '10.96.0.10', dport: 54 },
@@ -99,7 +101,7 @@ function targetsOf(st: ClusterState): Target[] {
     const proto = sp.protocol.toLowerCase() as 'tcp' | 'udp';
     const fromLab = labServices.has(sp.key);
     const t = (kind: TargetKind, dst: string, dport: number, what: string, ranges?: readonly Cidr[]) =>
-      out.push({ what: `${name} ${what}`, kind, proto, dst, dport, service: name, spread, fromLab, ...(ranges ? { ranges } : {}) });
+      out.push({ what: `${name} ${what}`, kind, proto, dst, dport, service: name, spread, endpoints: eps.length, fromLab, ...(ranges ? { ranges } : {}) });
     t('ClusterIP', formatIPv4(sp.clusterIP), sp.port, 'cluster IP');
     if (sp.nodePort) {
       for (const a of [NODE_IP, TUNNEL_IP, LOCALHOST]) t('NodePort', a, sp.nodePort, `NodePort on ${a}`);
@@ -108,8 +110,19 @@ function targetsOf(st: ClusterState): Target[] {
     const ranges = sp.loadBalancerSourceRanges.length ? sp.loadBalancerSourceRanges : undefined;
     for (const a of sp.loadBalancerVIPs) t('LoadBalancer', formatIPv4(a), sp.port, 'load-balancer IP', ranges);
   }
-  for (const n of NON_MATCHING) out.push({ ...n, kind: 'non-matching', spread: false, fromLab: false });
+  for (const n of NON_MATCHING) out.push({ ...n, kind: 'non-matching', spread: false, endpoints: 0, fromLab: false });
   return out;
+}
+
+/** Chance per spread target that the kernel's choices miss an endpoint (~20 targets: < 1e-6 a run). */
+const SPREAD_MISS = 1e-8;
+/** P(some endpoint of m never chosen in n uniform picks) <= m (1 - 1/m)^n (union bound). */
+const missChance = (m: number, n: number) => m * Math.pow(1 - 1 / m, n);
+/** Fewest probes n for which missChance(m, n) <= SPREAD_MISS. */
+function spreadProbes(m: number): number {
+  let n = 1;
+  while (missChance(m, n) > SPREAD_MISS) n++;
+  return n;
 }
 
 function makeProbes(targets: Target[]): { probe: Probe; source: Source; target: Target }[] {
@@ -134,13 +147,18 @@ function makeProbes(targets: Target[]): { probe: Probe; source: Source; target: 
   };
   for (const target of targets) {
     const sources = target.dst === LOCALHOST ? [NODE_LO] : SOURCES;
+    const allowedFrom = (source: Source) => (target.ranges ? target.ranges.some((c) => cidrContains(c, parseIPv4(source.src))) : null);
+    // A spread target gets enough first packets for the kernel's random choice to show every one of
+    // its m endpoints but by a chance below SPREAD_MISS (spreadProbes). The node's addresses have
+    // few source ports to spare: they send 4 each, the other sources share the rest.
+    const lowPort = (source: Source) => source.src === NODE_IP || source.src === TUNNEL_IP;
+    const through = sources.filter((src) => allowedFrom(src) !== false);
+    const others = through.filter((src) => !lowPort(src)).length;
+    const perOther = target.spread ? Math.ceil(Math.max(0, spreadProbes(target.endpoints) - 4 * (through.length - others)) / others) : 0;
     for (const source of sources) {
-      // Enough first packets per target for every endpoint of a 2- or 3-endpoint service to show up
-      // (misses ~2^-23 for 24 probes of 2 endpoints); a load balancer's allowed source alone
-      // gets 16 (2^-15).
-      const allowed = target.ranges ? target.ranges.some((c) => cidrContains(c, parseIPv4(source.src))) : null;
-      const reps = source === NODE_LO ? (target.spread ? 16 : 2)
-        : allowed === false ? 1 : allowed === true && target.spread ? 16 : target.spread ? 4 : 1;
+      const allowed = allowedFrom(source);
+      const reps = source === NODE_LO ? (target.spread ? perOther : 2)
+        : allowed === false ? 1 : target.spread ? (lowPort(source) ? 4 : perOther) : 1;
       for (let i = 0; i < reps; i++) {
         const id = out.length;
         out.push({
@@ -422,6 +440,9 @@ describe('kernel differential: worker-1 rules in iptables vs kube-tun trace', ()
         if (o.kernel.outcome === 'DNAT') seen.set(`${o.kernel.addr}:${o.kernel.port}`, (seen.get(`${o.kernel.addr}:${o.kernel.port}`) ?? 0) + 1);
       }
       if (expected.size < 2) continue; // e.g. a DROPped source range: nothing to spread
+      // The check below may fail by chance only as rarely as designed (see spreadProbes).
+      const n = [...seen.values()].reduce((a, b) => a + b, 0);
+      if (missChance(expected.size, n) > SPREAD_MISS) problems.push(`${k}: only ${n} DNATed probes for ${expected.size} endpoints (chance miss ${missChance(expected.size, n).toExponential(1)})`);
       const missing = [...expected].filter((d) => !seen.has(d));
       const extra = [...seen.keys()].filter((d) => !expected.has(d));
       if (missing.length || extra.length) {

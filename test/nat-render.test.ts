@@ -7,7 +7,7 @@ import {
 } from '../src/nat';
 
 const ROOT = path.resolve(__dirname, '..');
-const SEEDS = path.resolve(ROOT, '../shared/seeds');
+const SEEDS = path.join(ROOT, 'test/fixtures/seeds'); // vendored rule lines of the shared seeds (see its README)
 const seed = (prefix: string) => fs.readFileSync(path.join(SEEDS, fs.readdirSync(SEEDS).find((f) => f.startsWith(prefix))!), 'utf8');
 const lines = (text: string) => text.split('\n');
 

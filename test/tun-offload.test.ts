@@ -27,6 +27,7 @@ import {
 import { tcpSinkSource } from '../scripts/bench-io';
 import { ipv4, udp4, udpValid } from './support/packets';
 import { Helper } from './support/tun-helper';
+import { claimPrefix } from '../scripts/lab';
 
 const TAG = randomBytes(3).toString('hex');
 const NS_A = `kt${TAG}-offa`;
@@ -64,8 +65,10 @@ function patternSha(seed: number, total: number): string {
 let helper: Helper | undefined;
 let server: ChildProcess | undefined;
 const created: string[] = [];
+let release = () => {};
 
 beforeAll(async () => {
+  release = claimPrefix(`kt${TAG}`); // the stale-lab collector removes kt<TAG>-* if this run dies
   for (const n of [NS_A, NS_B]) {
     sh('ip', ['netns', 'add', n]);
     created.push(n);
@@ -87,6 +90,7 @@ afterAll(async () => {
     await helper?.stop();
   } finally {
     for (const n of created) sh('ip', ['netns', 'del', n]);
+    release();
   }
 });
 

@@ -8,10 +8,14 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HEADROOM, MAX_READ_PACKET, PacketBatch, SLOT_SIZE, TunDevice } from '../src/io';
+import { claimPrefix } from '../scripts/lab';
 import { checksum, ipv4, udp4, udpValid } from './support/packets';
 import { Helper } from './support/tun-helper';
 
-const NS = `kt${randomBytes(4).toString('hex')}-tun`;
+// Named like a lab (`<prefix>-<name>`) and registered like one (a pid file under STATE_DIR), so the
+// stale-lab reaper (test/support/global-setup.ts) removes it if this run crashes before afterAll.
+const PREFIX = `kt${randomBytes(4).toString('hex')}`;
+const NS = `${PREFIX}-tun`;
 const DEV = 'kttun0';
 const LOCAL = 0x0ac80001; // 10.200.0.1, on the TUN inside the namespace
 const PEER = 0x0ac80002; // 10.200.0.2, "the other side" of the TUN (our helper)
@@ -24,8 +28,10 @@ function sh(cmd: string, args: string[]): string {
 
 let helper: Helper | undefined;
 let nsCreated = false;
+let release = () => {};
 
 beforeAll(async () => {
+  release = claimPrefix(PREFIX);
   sh('ip', ['netns', 'add', NS]);
   nsCreated = true;
   // No IPv6 in the namespace: no router solicitations / MLD reports on the TUN to filter around.
@@ -44,6 +50,7 @@ afterAll(async () => {
     await helper?.stop();
   } finally {
     if (nsCreated) sh('ip', ['netns', 'del', NS]);
+    release();
   }
 });
 

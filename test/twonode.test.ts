@@ -4,8 +4,9 @@ import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Lab, sleep, DNS_NAME, DNS_ANSWER } from '../scripts/lab';
-import { startKubeTun, RunningDaemon, parseAnswers, countBy, binomialBound } from './support/daemon';
+import { Lab, DNS_NAME, DNS_ANSWER } from '../scripts/lab';
+import { startKubeTun, RunningDaemon, parseAnswers, countBy, expectBinomial } from './support/daemon';
+import { waitFor } from './support/wait';
 
 const VIP = '10.99.64.233';
 let lab: Lab;
@@ -30,14 +31,39 @@ function curl(ns: string, url: string, extra: string[] = []): string {
 const close = ['-H', 'Connection: close'];
 const ctLines = (d: RunningDaemon, args: string[]) => d.cli(['conntrack', '-L', ...args]).split('\n').filter((l) => /^(tcp|udp|icmp) /.test(l));
 
-/** Capture on the underlay bridge port of a node while `fn` runs; returns tshark's field lines. */
-async function capture(port: string, filter: string, fields: string[], fn: () => void): Promise<string[]> {
+/**
+ * Capture on the underlay bridge port of a node while `fn` runs; returns tshark's field lines once
+ * `until(lines)` holds (polled: tcpdump -U writes each packet as it sees it), or throws after 15 s.
+ */
+async function capture(port: string, filter: string, fields: string[], fn: () => void, until: (lines: string[]) => boolean): Promise<string[]> {
   const file = path.join(lab.dir, `cap-${port}-${Date.now()}.pcap`);
-  const cap = spawn('ip', ['netns', 'exec', lab.ns('ul'), 'tcpdump', '-i', port, '-U', '-w', file, '-c', '200', filter], { stdio: 'ignore' });
-  await sleep(700);
-  try { fn(); } finally { await sleep(300); cap.kill('SIGINT'); await new Promise((r) => cap.once('exit', r)); }
-  const out = lab.exec(lab.ns('ul'), ['tshark', '-r', file, '-T', 'fields', '-E', 'separator=,', '-E', 'aggregator=+', ...fields.flatMap((f) => ['-e', f])]);
-  return out.trim().split('\n').filter(Boolean);
+  const cap = spawn('ip', ['netns', 'exec', lab.ns('ul'), 'tcpdump', '-i', port, '-U', '-w', file, '-c', '200', filter], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  cap.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
+  const read = (): string[] | undefined => {
+    try {
+      const out = lab.exec(lab.ns('ul'), ['tshark', '-r', file, '-T', 'fields', '-E', 'separator=,', '-E', 'aggregator=+', ...fields.flatMap((f) => ['-e', f])]);
+      return out.trim().split('\n').filter(Boolean);
+    } catch {
+      return undefined; // not written yet, or a packet half written
+    }
+  };
+  let last: string[] | undefined;
+  try {
+    // tcpdump says "listening on <port>" once its socket is bound: nothing before that is seen.
+    await waitFor(`tcpdump on ${port} to listen`, () => err.includes('listening on') || cap.exitCode !== null, 10_000, { detail: () => err });
+    if (cap.exitCode !== null) throw new Error(`tcpdump exited ${cap.exitCode}: ${err}`);
+    fn();
+    return await waitFor(`the capture on ${port} to show the expected packets`, () => {
+      last = read();
+      return last !== undefined && until(last) ? last : undefined;
+    }, 15_000, { intervalMs: 200, detail: () => (last ?? ['(unreadable)']).join('\n') });
+  } finally {
+    if (cap.exitCode === null) {
+      cap.kill('SIGINT');
+      await new Promise((r) => cap.once('exit', r));
+    }
+  }
 }
 
 describe('two nodes, IPIP between them', () => {
@@ -49,7 +75,7 @@ describe('two nodes, IPIP between them', () => {
     let out = '';
     const pkts = await capture('p-w2', 'ip proto 4', ['ip.src', 'ip.dst', 'ip.proto'], () => {
       out = curl(lab.podNs('client'), `http://${VIP}:9999/[1-10]`, close);
-    });
+    }, (lines) => lines.filter((l) => l.startsWith('192.168.2.3+')).length > 10);
     const answers = parseAnswers(out);
     expect(answers).toHaveLength(10);
     for (const a of answers) expect(a.client).toBe('10.1.236.141');
@@ -108,10 +134,9 @@ describe('two nodes, IPIP between them', () => {
   it('scenario 7: three endpoints (seed 002) get a third each, per connection', () => {
     const answers = parseAnswers(curl(lab.podNs('client'), 'http://10.101.57.97/[1-300]', close));
     expect(answers).toHaveLength(300);
-    const [lo, hi] = binomialBound(300, 1 / 3);
     const by = countBy(answers, (a) => a.server);
     expect(Object.keys(by).sort()).toEqual(['nginx1', 'nginx2', 'nginx3']);
-    for (const n of Object.values(by)) { expect(n).toBeGreaterThanOrEqual(lo); expect(n).toBeLessThanOrEqual(hi); }
+    expectBinomial(by, 300, 1 / 3);
   });
 
   it('scenario 8: kube-dns over UDP from pods on both nodes and from a node, with UDP conntrack entries', () => {
@@ -136,13 +161,14 @@ describe('two nodes, IPIP between them', () => {
 
   it('ICMP errors: a backend\'s port-unreachable reaches the client with the ClusterIP in the quoted header', async () => {
     let out = '';
+    const icmpInTunnel = /^192\.168\.2\.2\+10\.1\.139\.84\+10\.1\.236\.141,192\.168\.2\.3\+10\.1\.236\.141\+10\.1\.139\.84,3,5353$/;
     const pkts = await capture('p-w2', 'ip proto 4', ['ip.src', 'ip.dst', 'icmp.type', 'udp.dstport'], () => {
       out = lab.exec(lab.podNs('client'), ['sh', '-c', 'dig +time=2 +tries=1 -p 5353 @10.96.0.20 x.lab 2>&1; true']);
-    });
+    }, (lines) => lines.some((l) => icmpInTunnel.test(l)));
     // The client's kernel matched the error to its socket connected to 10.96.0.20:5353.
     expect(out).toMatch(/connection refused/i);
     // On the underlay the error travels inside IPIP from nginx1 to the client, still quoting the endpoint.
-    expect(pkts.some((l) => /^192\.168\.2\.2\+10\.1\.139\.84\+10\.1\.236\.141,192\.168\.2\.3\+10\.1\.236\.141\+10\.1\.139\.84,3,5353$/.test(l))).toBe(true);
+    expect(pkts.some((l) => icmpInTunnel.test(l))).toBe(true);
     const lines = ctLines(w2, ['-p', 'udp', '-d', '10.96.0.20']);
     expect(lines.length).toBeGreaterThanOrEqual(1);
     expect(lines[0]).toMatch(/src=10\.1\.236\.141 dst=10\.96\.0\.20 sport=\d+ dport=5353 \[UNREPLIED\] src=10\.1\.139\.84 dst=10\.1\.236\.141 sport=5353/);

@@ -2,7 +2,9 @@
 import { execFileSync, ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Lab, LAB_CONFIG, REPO_ROOT, NodeName, NODES, sleep } from '../../scripts/lab';
+import type { Readable } from 'node:stream';
+import { Lab, LAB_CONFIG, REPO_ROOT, NodeName, NODES } from '../../scripts/lab';
+import { waitFor } from './wait';
 
 export const CLI = path.join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js');
 
@@ -17,34 +19,37 @@ export async function startKubeTun(lab: Lab, node: NodeName, extra: string[] = [
   const short = NODES.find((n) => n.name === node)!.short;
   const socket = path.join(lab.dir, `${short}.sock`);
   const logFile = path.join(lab.dir, `kube-tun-${short}.log`);
-  // A restarted daemon appends to its predecessor's log: only what this instance wrote counts.
-  const logStart = fs.existsSync(logFile) ? fs.statSync(logFile).size : 0;
+  // Readiness the way a service manager gets it: `--ready-fd 3` writes READY=1 and closes the fd once
+  // the TUN, routing and servers are up; EOF without it means the daemon died first.
   const child = lab.spawn(lab.nodeNs(node), [process.execPath, CLI, 'run', '--config', config, '--hostname-override', node,
-    '--tun', 'kt0', '--control-socket', socket, '--log-level', 'debug', ...extra], { logFile });
+    '--tun', 'kt0', '--control-socket', socket, '--log-level', 'debug', '--ready-fd', '3', ...extra], { logFile, fd3Pipe: true });
+  const exited = () => child.exitCode !== null || child.signalCode !== null; // a signalled process has exitCode null
   const d: RunningDaemon = {
     node, socket, logFile, child,
     cli: (args) => execFileSync(process.execPath, [CLI, ...args, '--control-socket', socket], { encoding: 'utf8' }),
-    log: () => fs.readFileSync(logFile, 'utf8'),
+    log: () => (fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8') : ''),
     stop: async () => {
-      // A process ended by a signal has signalCode set and exitCode null.
-      const exited = () => child.exitCode !== null || child.signalCode !== null;
       if (exited()) return;
       child.kill('SIGTERM');
       // Wait for the routing teardown to finish: a restart must not race the old instance's cleanup.
-      for (let i = 0; i < 200 && !exited(); i++) await sleep(50);
-      if (!exited()) {
+      try {
+        await waitFor(`kube-tun on ${node} to exit after SIGTERM`, exited, 10_000);
+      } catch {
         child.kill('SIGKILL');
         throw new Error(`kube-tun on ${node} did not stop within 10 s of SIGTERM:\n${d.log().slice(-2000)}`);
       }
     },
   };
-  const deadline = Date.now() + 15_000;
-  while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new Error(`kube-tun on ${node} exited ${child.exitCode}:\n${d.log()}`);
-    if (fs.existsSync(logFile) && d.log().slice(logStart).includes('"msg":"ready"')) return d;
-    await sleep(50);
-  }
-  throw new Error(`kube-tun on ${node} not ready after 15 s:\n${d.log()}`);
+  const ready = child.stdio[3] as Readable;
+  let said = '';
+  const outcome = await new Promise<string>((resolve) => {
+    const timer = setTimeout(() => resolve('not ready after 30 s'), 30_000);
+    ready.on('data', (b: Buffer) => { said += b.toString(); });
+    ready.on('end', () => { clearTimeout(timer); resolve(said === 'READY=1\n' ? 'ready' : `closed its ready fd after ${JSON.stringify(said)}`); });
+  });
+  if (outcome === 'ready') return d;
+  if (!exited()) child.kill('SIGKILL');
+  throw new Error(`kube-tun on ${node} ${outcome} (exit ${child.exitCode ?? child.signalCode ?? 'pending'}):\n${d.log()}`);
 }
 
 /** Parse demoapp-style answers: "ClientIP: a, ServerName: n, ServerIP: s". */
@@ -62,8 +67,34 @@ export function countBy<T>(xs: T[], key: (x: T) => string): Record<string, numbe
   return out;
 }
 
-/** Half-width of a two-sided binomial interval at 99.9% (normal approximation, z = 3.29). */
-export function binomialBound(n: number, p: number): [number, number] {
-  const sd = Math.sqrt(n * p * (1 - p));
-  return [Math.floor(n * p - 3.29 * sd), Math.ceil(n * p + 3.29 * sd)];
+/**
+ * Acceptance interval [lo, hi] for a Binomial(n, p) count: P(X < lo) + P(X > hi) <= alpha, from the
+ * exact distribution (not a normal approximation, which is poor in the tails). alpha defaults to
+ * 1e-7 per count, so a test checking k counts fails by chance with probability <= k * 1e-7 (the
+ * suite's five counts: one chance failure in some 2 million runs). The old 99.9% normal bound
+ * failed about one run in 200.
+ */
+export function binomialBound(n: number, p: number, alpha = 1e-7): [number, number] {
+  // log pmf(k) = log C(n,k) + k log p + (n-k) log(1-p); summed in log space to avoid underflow.
+  const pmf = (k: number) => Math.exp(lnFactorial(n) - lnFactorial(k) - lnFactorial(n - k) + k * Math.log(p) + (n - k) * Math.log1p(-p));
+  let lo = 0;
+  for (let tail = pmf(0); lo < n && tail <= alpha / 2; tail += pmf(++lo));
+  let hi = n;
+  for (let tail = pmf(n); hi > 0 && tail <= alpha / 2; tail += pmf(--hi));
+  return [lo, hi];
+}
+
+function lnFactorial(k: number): number {
+  let s = 0;
+  for (let i = 2; i <= k; i++) s += Math.log(i);
+  return s;
+}
+
+/** Assert each observed count lies in its binomial interval; the message names every count and bound. */
+export function expectBinomial(counts: Record<string, number>, n: number, p: number, alpha = 1e-7): void {
+  const [lo, hi] = binomialBound(n, p, alpha);
+  const seen = `counts ${JSON.stringify(counts)} of n=${n}, each expected in [${lo}, ${hi}] (p=${p.toFixed(4)}, alpha=${alpha} per count)`;
+  for (const c of Object.values(counts)) {
+    if (c < lo || c > hi) throw new Error(`binomial check failed: ${seen}`);
+  }
 }
