@@ -5,6 +5,7 @@
 // 410 Expired, and hooks for tests to drop every watch. Faithful enough for Debian's kubectl and
 // @kubernetes/client-node; conventions in api-double-conventions.ts.
 import * as http from 'node:http';
+import * as https from 'node:https';
 import { AddressInfo } from 'node:net';
 import { parse as parseYaml } from 'yaml';
 import {
@@ -39,12 +40,14 @@ export interface ApiDoubleOptions {
   expiredWatchAs?: 'event' | 'status';
   /** Demand `Authorization: Bearer <token>` (401 Unauthorized otherwise). */
   token?: string;
+  /** Serve HTTPS with this key and certificate (PEM), as an in-cluster API server does. */
+  tls?: { key: string; cert: string };
 }
 
 const JSON_TYPE = 'application/json';
 
 export class ApiDouble {
-  private readonly server: http.Server;
+  private readonly server: http.Server | https.Server;
   private readonly store = new Map<ResourceDef, Map<string, Obj>>(RESOURCES.map((r) => [r, new Map()]));
   private events: StoredEvent[] = [];
   private rv = 1;
@@ -57,7 +60,8 @@ export class ApiDouble {
   port = 0;
 
   private constructor(private readonly opts: ApiDoubleOptions) {
-    this.server = http.createServer((req, res) => { void this.handle(req, res); });
+    const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => { void this.handle(req, res); };
+    this.server = opts.tls ? https.createServer({ key: opts.tls.key, cert: opts.tls.cert }, handler) : http.createServer(handler);
   }
 
   static async start(opts: ApiDoubleOptions = {}): Promise<ApiDouble> {
@@ -68,7 +72,7 @@ export class ApiDouble {
     return d;
   }
 
-  get url(): string { return `http://127.0.0.1:${this.port}`; }
+  get url(): string { return `${this.opts.tls ? 'https' : 'http'}://127.0.0.1:${this.port}`; }
 
   /** The current (latest) resourceVersion. */
   get resourceVersion(): number { return this.rv; }
