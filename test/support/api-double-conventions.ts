@@ -374,3 +374,34 @@ export function openApiV3Doc(path: string): Obj | null {
   }
   return { openapi: '3.0.0', info: { title: 'Kubernetes', version: 'v1.32.0-apidouble' }, paths, components: { schemas: {} } };
 }
+
+/**
+ * Server-side apply for one field manager, without managedFields: what the manager applied last
+ * time and no longer applies is removed (maps by key, merge-key lists by item), then the new
+ * configuration is merged in (strategic merge: merge-key lists by item, other lists replaced).
+ * Enough for kubectl's `apply --server-side` (manager "kubectl") next to the annotation-only apply
+ * of manager "kubectl-last-applied"; conflicts between managers are not detected.
+ */
+export function serverSideApply(kind: string, live: Obj, previous: Obj | undefined, config: Obj): Obj {
+  const pruned = previous ? prune(kind, live, previous, config, '') : live;
+  return strategicMergePatch(kind, pruned, config) as Obj;
+}
+
+function prune(kind: string, live: unknown, prev: unknown, next: unknown, path: string): unknown {
+  if (!isMap(live) || !isMap(prev)) return live;
+  const out: Obj = { ...live };
+  const nextMap = isMap(next) ? next : {};
+  for (const [k, pv] of Object.entries(prev)) {
+    const sub = path ? `${path}.${k}` : k;
+    if (!(k in nextMap)) { delete out[k]; continue; }
+    const key = MERGE_KEYS[`${kind}:${sub}`];
+    if (key && Array.isArray(pv) && Array.isArray(out[k])) {
+      const keep = new Set((nextMap[k] as unknown[]).filter(isMap).map((e) => e[key]));
+      const dropped = new Set(pv.filter(isMap).map((e) => e[key]).filter((v) => !keep.has(v)));
+      out[k] = (out[k] as unknown[]).filter((e) => !(isMap(e) && dropped.has(e[key])));
+    } else if (isMap(pv)) {
+      out[k] = prune(kind, out[k], pv, nextMap[k], sub);
+    }
+  }
+  return out;
+}

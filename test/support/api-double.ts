@@ -11,7 +11,7 @@ import { parse as parseYaml } from 'yaml';
 import {
   ApiError, Obj, RESOURCES, ResourceDef, Selector, aggregatedDiscovery, alreadyExists, apiGroup, apiGroupList,
   apiResourceList, apiVersionOf, apiVersions, badRequest, conflict, expired, fieldSelector, findResource, jsonPatch,
-  labelSelector, mergePatch, notFound, openApiV3Doc, openApiV3Root, statusOf, strategicMergePatch, tableOf, wantsAggregated, wantsTable,
+  labelSelector, mergePatch, notFound, openApiV3Doc, openApiV3Root, serverSideApply, statusOf, strategicMergePatch, tableOf, wantsAggregated, wantsTable,
 } from './api-double-conventions';
 
 export type WatchEventType = 'ADDED' | 'MODIFIED' | 'DELETED';
@@ -54,6 +54,7 @@ export class ApiDouble {
   private compactedRV = 0;
   private uidSeq = 0;
   private readonly watchers = new Set<Watcher>();
+  private readonly applied = new Map<string, Map<string, Obj>>();
   private bookmarkTimer: NodeJS.Timeout | null = null;
   /** Every request served, oldest first (tests assert relists and watch resumptions with it). */
   readonly requests: RequestRecord[] = [];
@@ -226,6 +227,7 @@ export class ApiDouble {
     const prev = m.get(k);
     if (!prev) throw notFound(r, name);
     m.delete(k);
+    this.applied.delete(`${r.plural}/${k}`);
     const gone = { ...prev, metadata: { ...prev.metadata, resourceVersion: String(this.nextRV()) } };
     this.record(r, 'DELETED', gone, prev);
     return gone;
@@ -306,24 +308,38 @@ export class ApiDouble {
     if (method === 'POST' && name === null) return send(res, 201, this.create(r, nsText, parse()));
     if (method === 'PUT' && name !== null) return send(res, 200, this.update(r, nsText, name, parse()));
     if (method === 'DELETE' && name !== null) return send(res, 200, this.delete(r, nsText, name));
-    if (method === 'PATCH' && name !== null) return this.patch(r, nsText, name, ctype, parse(), res);
+    if (method === 'PATCH' && name !== null) return this.patch(r, nsText, name, ctype, parse(), q, res);
     throw new ApiError(405, 'MethodNotAllowed', `the server does not allow this method on the requested resource`);
   }
 
-  private patch(r: ResourceDef, ns: string, name: string, ctype: string, patch: unknown, res: http.ServerResponse): void {
+  /** What each field manager applied last to one object (server-side apply). */
+  private appliedBy(r: ResourceDef, ns: string, name: string): Map<string, Obj> {
+    const k = `${r.plural}/${this.key(r, ns, name)}`;
+    let m = this.applied.get(k);
+    if (!m) this.applied.set(k, (m = new Map()));
+    return m;
+  }
+
+  private patch(r: ResourceDef, ns: string, name: string, ctype: string, patch: unknown, q: URLSearchParams, res: http.ServerResponse): void {
     const prev = this.store.get(r)!.get(this.key(r, ns, name));
     const type = ctype.split(';')[0].trim();
     if (type === 'application/apply-patch+yaml') {
-      // Server-side apply, simplified to one field manager owning everything it applies: the
-      // applied top-level fields replace the live ones (so dropped list items and keys go),
-      // labels and annotations merge, status stays. No managedFields, no conflicts.
-      if (!prev) return send(res, 201, this.create(r, ns, patch));
+      // Server-side apply (kubectl apply --server-side): per field manager, see serverSideApply.
       const applied = patch as Obj;
-      const md = applied.metadata ?? {};
-      const next: Obj = { ...applied, status: prev.status, metadata: { ...prev.metadata, resourceVersion: undefined } };
-      for (const k of ['labels', 'annotations']) if (md[k] || prev.metadata[k]) next.metadata[k] = { ...prev.metadata[k], ...md[k] };
-      if (next.status === undefined) delete next.status;
-      return send(res, 200, this.update(r, ns, name, next));
+      const managers = this.appliedBy(r, ns, name);
+      const manager = q.get('fieldManager') ?? '';
+      let out: Obj;
+      if (!prev) out = this.create(r, ns, applied);
+      else {
+        // kubectl moves the fields of an earlier client-side apply to its server-side manager
+        // (csaupgrade): the last-applied annotation stands for what "kubectl" applied before.
+        const lastApplied = prev.metadata.annotations?.['kubectl.kubernetes.io/last-applied-configuration'];
+        const before = managers.get(manager) ?? (manager === 'kubectl' && lastApplied ? JSON.parse(lastApplied) as Obj : undefined);
+        const next = serverSideApply(r.kind, prev, before, applied);
+        out = this.update(r, ns, name, { ...next, metadata: { ...next.metadata, resourceVersion: undefined } });
+      }
+      managers.set(manager, structuredClone(applied));
+      return send(res, prev ? 200 : 201, out);
     }
     if (!prev) throw notFound(r, name);
     let next: unknown;
