@@ -8,7 +8,7 @@ import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseAllDocuments, stringify } from 'yaml';
-import { ApiDouble } from './support/api-double';
+import { ApiDouble, until } from './support/api-double';
 import { strategicMergePatch } from './support/api-double-conventions';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -60,17 +60,6 @@ function watch(d: ApiDouble, p: string): Promise<WatchStream> {
   });
 }
 
-async function until<T>(check: () => T, ms = 10_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    try {
-      return check();
-    } catch (e) {
-      if (Date.now() > end) throw e;
-      await new Promise((r) => setTimeout(r, 10));
-    }
-  }
-}
 
 const svc = (name: string, port = 80) => ({
   apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: 'default' },

@@ -460,3 +460,16 @@ function readBody(req: http.IncomingMessage): Promise<string> {
     req.on('error', reject);
   });
 }
+
+/** Polls until check() returns without throwing, or throws its last error after `ms` (for tests of the double and its clients). */
+export async function until<T>(check: () => T, ms = 10_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    try {
+      return check();
+    } catch (e) {
+      if (Date.now() > end) throw e;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+}
