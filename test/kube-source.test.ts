@@ -262,11 +262,11 @@ describe('kube source: informer semantics against the API double', () => {
     d.dropWatches(true);
     // Refuse the next watches (unauthorised), then let them in again.
     const orig = d.requests.length;
-    (d as unknown as { opts: ApiDoubleOptions }).opts.token = 'nope';
+    d.requireToken('nope');
     await until(() => expect(src.stats().Service.errors).toBeGreaterThanOrEqual(3), 15_000);
     // Delays grow: 50, 100, 200, 400 (max) ms, so few requests in the meantime.
     expect(d.requests.length - orig).toBeLessThan(40);
-    (d as unknown as { opts: ApiDoubleOptions }).opts.token = undefined;
+    d.requireToken(undefined);
     d.apply(slice('test-abcde', 'test', ['10.1.139.77']));
     await until(() => expect(endpointsOf(src.state(), 'default/test:/TCP')).toEqual(['10.1.139.77:80']));
     expect(src.stats().EndpointSlice.lists).toBe(1);

@@ -61,6 +61,18 @@ interface Held {
   readonly valid: boolean;
 }
 
+/**
+ * Does a proxy named `serviceProxyName` (null: kube-proxy itself) take a Service or EndpointSlice
+ * with these labels? kube-proxy's informers select `!service.kubernetes.io/service-proxy-name,
+ * !service.kubernetes.io/headless`. The YAML file mode does not apply it yet: it can call this.
+ */
+export function takenByProxy(labels: Readonly<Record<string, string>> | undefined, serviceProxyName: string | null): boolean {
+  const l = labels ?? {};
+  if (HEADLESS_LABEL in l) return false;
+  const proxy = l[SERVICE_PROXY_NAME_LABEL];
+  return serviceProxyName === null ? proxy === undefined : proxy === serviceProxyName;
+}
+
 function objectKey(kind: Kind, o: KubeObject): string {
   return kind === 'Node' ? o.metadata.name : `${o.metadata.namespace ?? 'default'}/${o.metadata.name}`;
 }
@@ -145,22 +157,13 @@ export class KubeSource extends EventEmitter {
 
   // --- store updates (informer handlers) ---
 
-  /** Does kube-tun take this Service or EndpointSlice (kube-proxy's informer label selector)? */
-  private takes(o: KubeObject): boolean {
-    const labels = o.metadata.labels ?? {};
-    if (HEADLESS_LABEL in labels) return false;
-    const proxy = labels[SERVICE_PROXY_NAME_LABEL];
-    const mine = this.opts.serviceProxyName ?? null;
-    return mine === null ? proxy === undefined : proxy === mine;
-  }
-
   private hold(kind: Kind, obj: KubeObject): Held {
     const key = objectKey(kind, obj);
     const service = kind === 'EndpointSlice'
       ? `${obj.metadata.namespace ?? 'default'}/${obj.metadata.labels?.[SERVICE_NAME_LABEL] ?? ''}`
       : key;
     const source: ConfigSource = { file: `apiserver:${kind}/${key}`, text: JSON.stringify(obj) };
-    if (kind !== 'Node' && !this.takes(obj)) return { obj, source, meaning: '', service, valid: true };
+    if (kind !== 'Node' && !takenByProxy(obj.metadata.labels, this.opts.serviceProxyName ?? null)) return { obj, source, meaning: '', service, valid: true };
     try {
       const meaning = meaningOf(parseConfig([...(this.opts.configSources ?? []), source]));
       return { obj, source, meaning, service, valid: true };

@@ -66,7 +66,7 @@ export class ApiDouble {
   }
 
   static async start(opts: ApiDoubleOptions = {}): Promise<ApiDouble> {
-    const d = new ApiDouble(opts);
+    const d = new ApiDouble({ ...opts });
     await new Promise<void>((resolve) => d.server.listen(0, '127.0.0.1', resolve));
     d.port = (d.server.address() as AddressInfo).port;
     if (opts.bookmarkIntervalMs) d.bookmarkTimer = setInterval(() => d.sendBookmarks(), opts.bookmarkIntervalMs);
@@ -99,6 +99,11 @@ export class ApiDouble {
     const n = this.watchers.size;
     for (const w of [...this.watchers]) this.endWatch(w, abrupt);
     return n;
+  }
+
+  /** From now on demand `Authorization: Bearer <token>` (undefined: accept anyone), e.g. to refuse a client for a while. */
+  requireToken(token: string | undefined): void {
+    this.opts.token = token;
   }
 
   /** A BOOKMARK with the current resourceVersion to every watch that allows bookmarks. */
