@@ -11,7 +11,7 @@ import { TunDevice, IpipSocket } from './io';
 import { PcapTap } from './io/pcap';
 import { ConntrackTable } from './conntrack';
 import { Pipeline } from './datapath/pipeline';
-import { BatchLoop } from './datapath/loop';
+import { BatchLoop, type FdFailure } from './datapath/loop';
 import { setupRouting, teardownRouting } from './control/routing';
 import { serveControl, removeNetnsSocketDir } from './control/control-socket';
 import type { DaemonOptions } from './control/sync';
@@ -35,6 +35,11 @@ export class Daemon {
   private timers: NodeJS.Timeout[] = [];
   private control?: net.Server;
   private stopping = false;
+  private stopped?: Promise<void>;
+  private loop?: BatchLoop;
+  /** Resolves (with the reason) once the daemon has stopped itself because its TUN or IPIP fd failed. */
+  readonly failed: Promise<string>;
+  private fail!: (reason: string) => void;
   private routingInstalled = false;
   private readonly startedAt = Date.now();
   /** Capture point of `--pcap` / `kube-tun pcap`: what the TUN and the IPIP socket hand us, and what we write. */
@@ -47,6 +52,7 @@ export class Daemon {
 
   constructor(private readonly opts: DaemonOptions, private readonly log: Logger) {
     this.tap = new PcapTap({ onStop: (s) => this.log.info(s, 'pcap stopped') });
+    this.failed = new Promise((resolve) => { this.fail = resolve; });
   }
 
   /** Everything up, or everything undone and the error thrown. Resolves once the servers listen. */
@@ -82,7 +88,8 @@ export class Daemon {
       this.ipip = IpipSocket.open();
       this.log.info({ peers: settings.remoteNodes.map((r) => r.name) }, 'ipip socket open');
     }
-    new BatchLoop(this.pipeline, this.tap, this.tun, this.ipip).start();
+    this.loop = new BatchLoop(this.pipeline, this.tap, this.tun, this.ipip, { log: this.log, onFdFailure: (f) => this.dataPathFailed(f) });
+    this.loop.start();
     this.timers.push(setInterval(() => this.ct.sweep(performance.now(), SWEEP_BUDGET), SWEEP_INTERVAL_MS));
     reloader.start(this.pipeline);
   }
@@ -130,10 +137,22 @@ export class Daemon {
     });
   }
 
-  async stop(reason: string): Promise<void> {
-    if (this.stopping) return;
+  /** The loop lost its TUN (or IPIP socket): stop in order (the loop has logged why), then report it. */
+  private dataPathFailed(f: FdFailure): void {
+    const reason = `${f.device} failed: ${f.code}`;
+    void this.stop(reason).then(() => this.fail(reason), () => this.fail(reason));
+  }
+
+  /** Idempotent: a second call (a signal during a stop) waits for the first. */
+  stop(reason: string): Promise<void> {
+    this.stopped ??= this.doStop(reason);
+    return this.stopped;
+  }
+
+  private async doStop(reason: string): Promise<void> {
     this.stopping = true;
     this.log.info({ reason }, 'stopping');
+    this.loop?.stop();
     for (const t of this.timers) clearInterval(t);
     this.reloader?.stop();
     this.events?.closeAll();
@@ -148,7 +167,8 @@ export class Daemon {
     this.tun?.close();
     if (this.routingInstalled && !this.opts.keepRouting) {
       try {
-        teardownRouting(this.reloader!.loaded.plan);
+        const removed = teardownRouting(this.reloader!.loaded.plan);
+        this.log.info({ removed }, 'routing removed');
       } catch (e: any) {
         this.log.warn({ err: e.message }, 'routing teardown incomplete; run kube-tun cleanup');
       }
