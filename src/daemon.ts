@@ -20,7 +20,7 @@ import { handleControl } from './control/verbs';
 import { createMetricsServer, MetricsServer, SyncRecorder } from './ops/metrics';
 import { createHealthServer, HealthServer } from './ops/health';
 import { ConntrackEvents } from './ops/events';
-import { daemonStats, pipelineMetricsSource } from './ops/stats';
+import { daemonStats, pipelineMetricsSource, type DataPathIo } from './ops/stats';
 
 const SWEEP_INTERVAL_MS = 1000;
 const SWEEP_BUDGET = 4096;
@@ -105,7 +105,7 @@ export class Daemon {
     if (this.opts.metricsBindAddress) {
       this.metrics = createMetricsServer({
         bindAddress: this.opts.metricsBindAddress, log: this.log,
-        source: pipelineMetricsSource(this.pipeline, () => this.syncRec.snapshot()),
+        source: pipelineMetricsSource(this.pipeline, () => this.syncRec.snapshot(), this.io()),
       });
     }
     if (this.opts.healthzBindAddress) {
@@ -133,8 +133,12 @@ export class Daemon {
     return daemonStats({
       node: this.opts.node, tun: this.opts.tun, startedAt: this.startedAt, pipeline: this.pipeline, eventListeners: this.events.listeners,
       sync: { count: r.syncCount, lastSyncAt: r.lastSyncAt, compileMs: r.loaded.compileMs, pendingSince: r.pendingSince, healthy: this.health?.healthy() ?? null },
-      pcap: this.tap.status(),
+      pcap: this.tap.status(), io: this.io(),
     });
+  }
+
+  private io(): DataPathIo {
+    return { tun: this.tun, ipip: this.ipip, loop: this.loop };
   }
 
   /** The loop lost its TUN (or IPIP socket): stop in order (the loop has logged why), then report it. */
