@@ -97,8 +97,8 @@ export class BatchLoop {
 
   /** From now on each source is drained whenever it becomes readable. */
   start(): void {
-    this.ipip?.onReadable(() => this.drainIpip());
-    this.tun.onReadable(() => this.drainTun());
+    this.ipip?.onReadable(() => this.drain(SRC_IPIP));
+    this.tun.onReadable(() => this.drain(SRC_TUN));
   }
 
   /** Stops polling both sources (idempotent). */
@@ -107,61 +107,38 @@ export class BatchLoop {
     this.tun.offReadable();
   }
 
-  private drainTun(): void {
+  private drain(src: number): void {
     for (let k = 0; k < MAX_BATCHES_PER_WAKEUP; k++) {
       try {
-        if (!this.tunBatch()) break;
+        if (!this.oneBatch(src)) break;
       } catch (e) {
-        this.fault(e, SRC_TUN);
+        this.fault(e, src);
         break;
       }
     }
   }
 
-  private drainIpip(): void {
-    for (let k = 0; k < MAX_BATCHES_PER_WAKEUP; k++) {
-      try {
-        if (!this.ipipBatch()) break;
-      } catch (e) {
-        this.fault(e, SRC_IPIP);
-        break;
-      }
-    }
-  }
-
-  /** One batch from the TUN; false when nothing was ready. */
-  private tunBatch(): boolean {
+  /** One batch from the TUN or the IPIP socket; false when nothing was ready. */
+  private oneBatch(src: number): boolean {
     const b = this.batch;
     b.count = 0;
     this.stage = STAGE_IO;
-    if (this.tun.read(b) === 0) return false;
+    if ((src === SRC_TUN ? this.tun : this.ipip!).read(b) === 0) return false;
     this.stage = STAGE_OTHER;
     const now = performance.now();
-    this.tap.ingress(b, now);
-    this.pipeline.processTunBatch(b, now);
+    this.tap.ingress(b, now); // from the IPIP socket still with the outer header
+    if (src === SRC_TUN) this.pipeline.processTunBatch(b, now);
+    else this.pipeline.processIpipBatch(b, now);
     this.tap.egress(b, now);
-    this.stage = STAGE_IO;
-    this.tun.write(b);
-    this.stage = STAGE_OTHER;
+    this.writeTun(b);
     this.flushGenerated(now);
     return true;
   }
 
-  private ipipBatch(): boolean {
-    const b = this.batch;
-    b.count = 0;
-    this.stage = STAGE_IO;
-    if (this.ipip!.read(b) === 0) return false;
-    this.stage = STAGE_OTHER;
-    const now = performance.now();
-    this.tap.ingress(b, now); // still with the outer IPIP header
-    this.pipeline.processIpipBatch(b, now);
-    this.tap.egress(b, now);
+  private writeTun(b: PacketBatch): void {
     this.stage = STAGE_IO;
     this.tun.write(b);
     this.stage = STAGE_OTHER;
-    this.flushGenerated(now);
-    return true;
   }
 
   private flushGenerated(now: number): void {
@@ -169,9 +146,7 @@ export class BatchLoop {
     if (g.count > 0) {
       this.countIcmpSent(g);
       this.tap.egress(g, now);
-      this.stage = STAGE_IO;
-      this.tun.write(g);
-      this.stage = STAGE_OTHER;
+      this.writeTun(g);
       g.count = 0;
     }
   }
