@@ -11,7 +11,7 @@ import { TunDevice, IpipSocket } from './io';
 import { PcapTap } from './io/pcap';
 import { ConntrackTable } from './conntrack';
 import { Pipeline } from './datapath/pipeline';
-import { BatchLoop } from './datapath/loop';
+import { BatchLoop, type FdFailure } from './datapath/loop';
 import { setupRouting, teardownRouting } from './control/routing';
 import { serveControl, removeNetnsSocketDir } from './control/control-socket';
 import type { DaemonOptions } from './control/sync';
@@ -20,7 +20,7 @@ import { handleControl } from './control/verbs';
 import { createMetricsServer, MetricsServer, SyncRecorder } from './ops/metrics';
 import { createHealthServer, HealthServer } from './ops/health';
 import { ConntrackEvents } from './ops/events';
-import { daemonStats, pipelineMetricsSource } from './ops/stats';
+import { daemonStats, pipelineMetricsSource, type DataPathIo } from './ops/stats';
 
 const SWEEP_INTERVAL_MS = 1000;
 const SWEEP_BUDGET = 4096;
@@ -35,6 +35,11 @@ export class Daemon {
   private timers: NodeJS.Timeout[] = [];
   private control?: net.Server;
   private stopping = false;
+  private stopped?: Promise<void>;
+  private loop?: BatchLoop;
+  /** Resolves (with the reason) once the daemon has stopped itself because its TUN or IPIP fd failed. */
+  readonly failed: Promise<string>;
+  private fail!: (reason: string) => void;
   private routingInstalled = false;
   private readonly startedAt = Date.now();
   /** Capture point of `--pcap` / `kube-tun pcap`: what the TUN and the IPIP socket hand us, and what we write. */
@@ -47,6 +52,7 @@ export class Daemon {
 
   constructor(private readonly opts: DaemonOptions, private readonly log: Logger) {
     this.tap = new PcapTap({ onStop: (s) => this.log.info(s, 'pcap stopped') });
+    this.failed = new Promise((resolve) => { this.fail = resolve; });
   }
 
   /** Everything up, or everything undone and the error thrown. Resolves once the servers listen. */
@@ -82,7 +88,8 @@ export class Daemon {
       this.ipip = IpipSocket.open();
       this.log.info({ peers: settings.remoteNodes.map((r) => r.name) }, 'ipip socket open');
     }
-    new BatchLoop(this.pipeline, this.tap, this.tun, this.ipip).start();
+    this.loop = new BatchLoop(this.pipeline, this.tap, this.tun, this.ipip, { log: this.log, onFdFailure: (f) => this.dataPathFailed(f) });
+    this.loop.start();
     this.timers.push(setInterval(() => this.ct.sweep(performance.now(), SWEEP_BUDGET), SWEEP_INTERVAL_MS));
     reloader.start(this.pipeline);
   }
@@ -98,7 +105,7 @@ export class Daemon {
     if (this.opts.metricsBindAddress) {
       this.metrics = createMetricsServer({
         bindAddress: this.opts.metricsBindAddress, log: this.log,
-        source: pipelineMetricsSource(this.pipeline, () => this.syncRec.snapshot()),
+        source: pipelineMetricsSource(this.pipeline, () => this.syncRec.snapshot(), this.io()),
       });
     }
     if (this.opts.healthzBindAddress) {
@@ -126,14 +133,30 @@ export class Daemon {
     return daemonStats({
       node: this.opts.node, tun: this.opts.tun, startedAt: this.startedAt, pipeline: this.pipeline, eventListeners: this.events.listeners,
       sync: { count: r.syncCount, lastSyncAt: r.lastSyncAt, compileMs: r.loaded.compileMs, pendingSince: r.pendingSince, healthy: this.health?.healthy() ?? null },
-      pcap: this.tap.status(),
+      pcap: this.tap.status(), io: this.io(),
     });
   }
 
-  async stop(reason: string): Promise<void> {
-    if (this.stopping) return;
+  private io(): DataPathIo {
+    return { tun: this.tun, ipip: this.ipip, loop: this.loop };
+  }
+
+  /** The loop lost its TUN (or IPIP socket): stop in order (the loop has logged why), then report it. */
+  private dataPathFailed(f: FdFailure): void {
+    const reason = `${f.device} failed: ${f.code}`;
+    void this.stop(reason).then(() => this.fail(reason), () => this.fail(reason));
+  }
+
+  /** Idempotent: a second call (a signal during a stop) waits for the first. */
+  stop(reason: string): Promise<void> {
+    this.stopped ??= this.doStop(reason);
+    return this.stopped;
+  }
+
+  private async doStop(reason: string): Promise<void> {
     this.stopping = true;
     this.log.info({ reason }, 'stopping');
+    this.loop?.stop();
     for (const t of this.timers) clearInterval(t);
     this.reloader?.stop();
     this.events?.closeAll();
@@ -148,7 +171,8 @@ export class Daemon {
     this.tun?.close();
     if (this.routingInstalled && !this.opts.keepRouting) {
       try {
-        teardownRouting(this.reloader!.loaded.plan);
+        const removed = teardownRouting(this.reloader!.loaded.plan);
+        this.log.info({ removed }, 'routing removed');
       } catch (e: any) {
         this.log.warn({ err: e.message }, 'routing teardown incomplete; run kube-tun cleanup');
       }

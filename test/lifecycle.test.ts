@@ -1,5 +1,6 @@
 // Issue 4: restarting one node's kube-tun and removing an endpoint mid-run: clear log lines, no
-// crash, new connections only to the remaining endpoints.
+// crash, new connections only to the remaining endpoints. Issue 10 item 6: the TUN deleted under
+// a running daemon stops it in order (log line, routing removed, non-zero exit).
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -83,6 +84,33 @@ describe('lifecycle', () => {
     w1 = await startKubeTun(lab, 'worker-1', [], config);
     expect(w1.log()).toMatch(/"msg":"routing installed"/);
     expect(servers(lab.podNs('client'), 10)).toHaveLength(10);
+    expect(w2.child.exitCode).toBeNull();
+  });
+
+  it('the TUN deleted under a running daemon: a log line naming kt0 and the errno, exit 1, no routing left', async () => {
+    const ns = lab.nodeNs('worker-1');
+    // kube-tun's rules are there while it runs (the test below must see them go).
+    expect(lab.exec(ns, ['ip', 'rule', 'show'])).toMatch(/iif kt0/);
+    const mark = w1.log().length;
+    lab.exec(ns, ['ip', 'link', 'del', 'kt0']);
+    const deadline = Date.now() + 10_000;
+    while (w1.child.exitCode === null && w1.child.signalCode === null && Date.now() < deadline) await sleep(50);
+    const log = w1.log().slice(mark);
+    expect(w1.child.exitCode, log).toBe(1);
+    const line = JSON.parse(log.split('\n').find((l) => l.includes('tun device kt0 failed'))!);
+    expect(line.level).toBe(50); // error
+    expect(line.msg).toBe('tun device kt0 failed: read: EBADFD (errno 77); stopping the daemon');
+    expect(line).toMatchObject({ device: 'kt0', errno: 77, code: 'EBADFD' });
+    expect(log).toMatch(/"msg":"stopping"/);
+    expect(log).toMatch(/"msg":"routing removed"/);
+    // Nothing of kube-tun's is left in the node's namespace: policy rules back to the kernel's
+    // three, no routes in tables 100/200, no route through kt0, the control socket gone.
+    const rules = lab.exec(ns, ['ip', 'rule', 'show']).trim().split('\n').map((l) => l.trim());
+    expect(rules).toEqual(['0:\tfrom all lookup local', '32766:\tfrom all lookup main', '32767:\tfrom all lookup default']);
+    const routes = lab.exec(ns, ['ip', 'route', 'show', 'table', 'all']);
+    expect(routes).not.toMatch(/table (100|200)\b/);
+    expect(routes).not.toMatch(/\bkt0\b/);
+    expect(fs.existsSync(w1.socket)).toBe(false);
     expect(w2.child.exitCode).toBeNull();
   });
 });

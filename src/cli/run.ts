@@ -66,12 +66,14 @@ export async function run(v: Record<string, any>, log: Logger): Promise<number> 
     }
   }
   return new Promise<number>((resolve) => {
+    // Whatever a peer of the control socket or a scraper still holds open must not keep a
+    // stopped daemon alive: the routing is gone, so exit shortly after the orderly stop.
+    const done = (code: number) => { resolve(code); setTimeout(() => process.exit(code), 1000).unref(); };
     const stop = (sig: string) => {
-      // Whatever a peer of the control socket or a scraper still holds open must not keep a
-      // stopped daemon alive: the routing is gone, so exit shortly after the orderly stop.
-      const done = (code: number) => { resolve(code); setTimeout(() => process.exit(code), 1000).unref(); };
       daemon.stop(sig).then(() => done(0), (e: Error) => { log.error({ err: e.message }, 'stop failed'); done(1); });
     };
+    // The TUN (or IPIP socket) failed: the daemon has stopped itself and removed its routing.
+    void daemon.failed.then(() => done(1));
     process.once('SIGINT', () => stop('SIGINT'));
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGHUP', () => daemon.reload('SIGHUP'));

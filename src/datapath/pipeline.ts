@@ -11,6 +11,7 @@ import { ConntrackTable, DIR_ORIGINAL, chooseMasqPort, CT_CREATE_CLASH, CT_CREAT
 import { RandomPool } from '../lib/random';
 import { BATCH, BATCH_SIZE_BUCKETS, batchSizeBucket } from './batch-size';
 import { Matcher, NatDecision, NAT_DNAT, NAT_DROP, NAT_REJECT } from '../nat';
+import { RemoteIndex } from './remote-index';
 
 export interface RemoteNode { name: string; nodeIP: number; podNet: number; podMask: number }
 export interface DataPathSettings {
@@ -60,15 +61,14 @@ export class Pipeline {
   private readonly reply = new Tuple();
   private readonly masq: MasqPortOptions;
   private ipId = 1;
-  private readonly remoteNet: Uint32Array; private readonly remoteMask: Uint32Array; private readonly remoteIP: Uint32Array;
+  private readonly remotes: RemoteIndex; private readonly remoteIP: Uint32Array;
 
   constructor(private readonly s: DataPathSettings, matcher: Matcher, ct: ConntrackTable) {
     this.matcher = matcher;
     this.ct = ct;
     this.masq = { rng: new RandomPool(), fullyRandom: s.fullyRandom, avoidReuseMs: s.avoidReuseMs, rangeMin: 0, rangeMax: 0, evictClosing: false };
-    const n = s.remoteNodes.length;
-    this.remoteNet = new Uint32Array(n); this.remoteMask = new Uint32Array(n); this.remoteIP = new Uint32Array(n);
-    s.remoteNodes.forEach((r, i) => { this.remoteNet[i] = r.podNet; this.remoteMask[i] = r.podMask; this.remoteIP[i] = r.nodeIP; });
+    this.remotes = new RemoteIndex(s.remoteNodes);
+    this.remoteIP = this.remotes.nodeIP;
   }
 
   /** Packets the kernel routed into the TUN. */
@@ -279,13 +279,12 @@ export class Pipeline {
     this.counters[C_TX_GENERATED]++; this.counters[C_TX_GENERATED + 1] += g.lens[k];
   }
 
+  /** The remote node (index into settings.remoteNodes) whose pod CIDR holds addr, or -1: O(1), see remote-index.ts. */
   private remoteIndexOf(addr: number): number {
-    for (let r = 0; r < this.remoteNet.length; r++) if (((addr & this.remoteMask[r]) >>> 0) === this.remoteNet[r]) return r;
-    return -1;
+    return this.remotes.byPodAddr(addr);
   }
 
   private remoteIndexOfNode(addr: number): number {
-    for (let r = 0; r < this.remoteIP.length; r++) if (this.remoteIP[r] === addr) return r;
-    return -1;
+    return this.remotes.byNodeIP(addr);
   }
 }

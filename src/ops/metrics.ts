@@ -11,6 +11,17 @@
 //   kubetun_packets_total{direction="rx_tun|rx_ipip|tx_local|tx_ipip|tx_generated"}   counter
 //   kubetun_bytes_total{direction=...}                                              counter
 //   kubetun_drops_total{reason=...}                  every reason, 0 included       counter
+//       packets not forwarded; the ICMP errors kube-tun sends about some of them (frag-needed for
+//       frag-needed-sent, port-unreachable for rule-reject) are not drops: they are counted in
+//       kubetun_icmp_errors_sent_total, the packet that caused each in kubetun_drops_total
+//   kubetun_icmp_errors_sent_total{type="frag-needed|port-unreachable|dest-unreachable|other"} counter
+//   kubetun_io_drops_total{reason=...}   below the pipeline (io/stats.ts IO_DROP_REASONS): the TUN
+//       device's own drops from sysfs (tun_queue_full = its tx_dropped: our read queue overflowed)
+//       and the native read/write counters (oversize reads, read errors, write backpressure/errors)
+//   kubetun_tun_queue_length                       the TUN's tx_queue_len (packets)  gauge
+//   kubetun_io_last_errno{fd="tun|ipip",op="read|write"}   latest errno, 0 = none    gauge
+//   kubetun_loop_exceptions_total      batches lost to an exception (their packets: drops
+//       reason="loop-exception")                                                      counter
 //   kubetun_conntrack_entries{proto,state}                                           gauge
 //   kubetun_conntrack_max                                                            gauge
 //   kubetun_conntrack_{inserts,deletes,expirations,early_drops,insert_failed}_total  counter
@@ -28,6 +39,7 @@ import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { Registry, Histogram, collectDefaultMetrics, exponentialBuckets } from 'prom-client';
 import type { Metric } from 'prom-client';
+import type { IoDropReason, PacketIoStats, TunSysStats } from '../io';
 import { parseBindAddress, listenOn, closeServer, refuseMethod, notFound, DEFAULT_METRICS_BIND_ADDRESS, METRICS_PORT } from './http';
 
 /** Directions in `counterIndex`: packets at counters[i], bytes at counters[i + 1] (pipeline.ts layout). */
@@ -60,6 +72,18 @@ export interface SyncSnapshot {
   serviceChanges: number;
 }
 
+/** The I/O layer at one instant (ops/stats ioSnapshot). */
+export interface IoSnapshot {
+  drops: Record<IoDropReason, number>;
+  /** The TUN's kernel counters; null when the device is gone or unreadable. */
+  tunDevice: TunSysStats | null;
+  tun?: PacketIoStats;
+  ipip?: PacketIoStats;
+  loop: { exceptions: number; packetsLost: number; ioErrors: number; lastException: string };
+  /** ICMP errors kube-tun generated, by type (datapath/loop ICMP_SENT_TYPES). */
+  icmpErrorsSent: Record<string, number>;
+}
+
 export interface MetricsSource {
   /** pipeline.counters (read at scrape time, never copied by the data path). */
   counters(): Float64Array;
@@ -74,6 +98,8 @@ export interface MetricsSource {
   conntrack(): ConntrackSnapshot;
   batches(): BatchSnapshot;
   sync(): SyncSnapshot;
+  /** The I/O layer; without it the io metrics are not exported. */
+  io?(): IoSnapshot;
 }
 
 export interface MetricsServerOptions {
@@ -163,6 +189,8 @@ export function createMetricsRegistry(source: MetricsSource, opts: { processMetr
   const drops = perScrape(() => source.drops());
   const ct = perScrape(() => source.conntrack());
   const batches = perScrape(() => source.batches());
+  const readIo = source.io;
+  const io = readIo ? perScrape(() => readIo.call(source)) : undefined;
 
   const syncDuration = new Histogram({
     name: 'kubeproxy_sync_proxy_rules_duration_seconds',
@@ -194,8 +222,34 @@ export function createMetricsRegistry(source: MetricsSource, opts: { processMetr
   }));
   add(new SnapshotMetric('kubetun_drops_total', 'Packets not forwarded, by reason', 'counter', (out) => {
     const d = drops();
-    source.dropReasons.forEach((reason, i) => out.push({ labels: { reason }, value: d[i] ?? 0 }));
+    // 'none' is the parser's "not dropped": never a reason.
+    source.dropReasons.forEach((reason, i) => { if (reason !== 'none') out.push({ labels: { reason }, value: d[i] ?? 0 }); });
   }));
+  if (io) {
+    add(new SnapshotMetric('kubetun_icmp_errors_sent_total', 'ICMP errors kube-tun generated and wrote, by type (not drops: the packet that caused each is counted in kubetun_drops_total)', 'counter', (out) => {
+      const sent = io().icmpErrorsSent;
+      for (const type of Object.keys(sent)) out.push({ labels: { type }, value: sent[type] });
+    }));
+    add(new SnapshotMetric('kubetun_io_drops_total', 'Packets lost below the pipeline, by reason: the TUN device\'s own drops (sysfs; tun_queue_full = our read queue overflowed) and our native reads/writes', 'counter', (out) => {
+      const d = io().drops;
+      for (const reason of Object.keys(d) as IoDropReason[]) out.push({ labels: { reason }, value: d[reason] });
+    }));
+    add(new SnapshotMetric('kubetun_tun_queue_length', 'Length (packets) of the TUN device\'s queue towards kube-tun (tx_queue_len); beyond it the kernel drops (tun_queue_full)', 'gauge', (out) => {
+      const t = io().tunDevice;
+      if (t !== null) out.push({ labels: {}, value: t.txQueueLen });
+    }));
+    add(new SnapshotMetric('kubetun_io_last_errno', 'Latest errno of a failed native read/write (0 = none)', 'gauge', (out) => {
+      const s = io();
+      for (const [fd, st] of [['tun', s.tun], ['ipip', s.ipip]] as const) {
+        if (st === undefined) continue;
+        out.push({ labels: { fd, op: 'read' }, value: st.lastReadErrno });
+        out.push({ labels: { fd, op: 'write' }, value: st.lastWriteErrno });
+      }
+    }));
+    add(new SnapshotMetric('kubetun_loop_exceptions_total', 'Batches the I/O loop lost to an exception (their packets: kubetun_drops_total{reason="loop-exception"})', 'counter', (out) => {
+      out.push({ labels: {}, value: io().loop.exceptions });
+    }));
+  }
 
   add(new SnapshotMetric('kubetun_conntrack_entries', 'Conntrack entries by protocol and state', 'gauge', (out) => {
     const by = ct().byProtoState;

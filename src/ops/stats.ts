@@ -5,11 +5,50 @@ import { performance } from 'node:perf_hooks';
 import { protoName, IPPROTO_TCP } from '../netstack/proto';
 import type { ConntrackTable } from '../conntrack';
 import type { PcapStatus } from '../io/pcap';
+import { ioDropCounts, tunSysStats, type PacketIoStats, type TunSysStats } from '../io';
+import { FAULT_EXCEPTIONS, FAULT_IO_ERRORS, FAULT_PACKETS, ICMP_SENT_TYPES, LOOP_EXCEPTION } from '../datapath/loop';
 import {
   ALL_DROP_REASONS, C_RX_TUN, C_RX_IPIP, C_TX_LOCAL, C_TX_IPIP, C_TX_GENERATED, C_NEW_CONN, C_DNAT, C_SNAT, C_NAT_CLASH, C_BATCHES,
 } from '../datapath/pipeline';
 import type { Pipeline } from '../datapath/pipeline';
-import type { ConntrackSnapshot, MetricsSource, SyncSnapshot } from './metrics';
+import type { ConntrackSnapshot, IoSnapshot, MetricsSource, SyncSnapshot } from './metrics';
+
+/** The I/O side of a running data path: its fds' native counters, the loop's, the TUN's in sysfs. */
+export interface DataPathIo {
+  tun?: { readonly name: string; stats(): PacketIoStats };
+  ipip?: { stats(): PacketIoStats };
+  loop?: { readonly faults: Float64Array; readonly icmpSent: Float64Array; readonly lastException: string };
+  /** Reads /sys/class/net/<name> (default tunSysStats; tests pass a fake). */
+  tunSys?: (name: string) => TunSysStats | null;
+}
+
+/** One read of everything in `io` (a sysfs read: per scrape / per `stats`, never per packet). */
+export function ioSnapshot(io: DataPathIo): IoSnapshot {
+  const tun = io.tun?.stats(), ipip = io.ipip?.stats();
+  const tunDevice = io.tun ? (io.tunSys ?? tunSysStats)(io.tun.name) : null;
+  const f = io.loop?.faults;
+  return {
+    drops: ioDropCounts({ tun, ipip, tunSys: tunDevice }),
+    tunDevice, tun, ipip,
+    loop: {
+      exceptions: f ? f[FAULT_EXCEPTIONS] : 0, packetsLost: f ? f[FAULT_PACKETS] : 0, ioErrors: f ? f[FAULT_IO_ERRORS] : 0,
+      lastException: io.loop?.lastException ?? '',
+    },
+    icmpErrorsSent: Object.fromEntries(ICMP_SENT_TYPES.map((t, i) => [t, io.loop ? io.loop.icmpSent[i] : 0])),
+  };
+}
+
+/**
+ * The pipeline's drop reasons plus the loop's: kubetun_drops_total and `stats`' drops. 'none'
+ * (the parser's "no drop", index 0) is not a reason and is left out.
+ */
+const DROP_REASONS: readonly string[] = [...ALL_DROP_REASONS.filter((r) => r !== 'none'), LOOP_EXCEPTION];
+function dropCounts(p: Pipeline, faults: Float64Array | undefined, out: Float64Array): Float64Array {
+  let k = 0;
+  ALL_DROP_REASONS.forEach((r, i) => { if (r !== 'none') out[k++] = p.drops[i]; });
+  out[k] = faults ? faults[FAULT_PACKETS] : 0;
+  return out;
+}
 
 /** Entries by protocol and state for the metrics (one pass over the table per scrape). */
 export function conntrackSnapshot(ct: ConntrackTable): ConntrackSnapshot {
@@ -30,11 +69,13 @@ export function conntrackSnapshot(ct: ConntrackTable): ConntrackSnapshot {
 }
 
 /** The metrics server's view of a running pipeline. */
-export function pipelineMetricsSource(p: Pipeline, sync: () => SyncSnapshot): MetricsSource {
+export function pipelineMetricsSource(p: Pipeline, sync: () => SyncSnapshot, io?: DataPathIo): MetricsSource {
+  const drops = new Float64Array(DROP_REASONS.length);
   return {
     counters: () => p.counters,
-    drops: () => p.drops,
-    dropReasons: ALL_DROP_REASONS,
+    drops: () => dropCounts(p, io?.loop?.faults, drops),
+    dropReasons: DROP_REASONS,
+    io: io && (() => ioSnapshot(io)),
     counterIndex: {
       rx_tun: C_RX_TUN, rx_ipip: C_RX_IPIP, tx_local: C_TX_LOCAL, tx_ipip: C_TX_IPIP, tx_generated: C_TX_GENERATED,
       dnat: C_DNAT, snat: C_SNAT, nat_clash: C_NAT_CLASH,
@@ -55,13 +96,16 @@ export interface StatsInput {
   eventListeners: number;
   sync: { count: number; lastSyncAt: number; compileMs: number; pendingSince: number; healthy: boolean | null };
   pcap: PcapStatus;
+  io?: DataPathIo;
 }
 
 /** `kube-tun stats`: drops list only the reasons seen; the key order is the output's. */
 export function daemonStats(s: StatsInput): Record<string, unknown> {
   const p = s.pipeline, c = p.counters, ct = p.ct;
+  const io = s.io && ioSnapshot(s.io);
+  const counts = dropCounts(p, s.io?.loop?.faults, new Float64Array(DROP_REASONS.length));
   const drops: Record<string, number> = {};
-  ALL_DROP_REASONS.forEach((name, i) => { if (p.drops[i] > 0) drops[name] = p.drops[i]; });
+  DROP_REASONS.forEach((name, i) => { if (counts[i] > 0) drops[name] = counts[i]; });
   return {
     node: s.node, tun: s.tun, uptimeSeconds: Math.round((Date.now() - s.startedAt) / 1000),
     packets: {
@@ -71,6 +115,10 @@ export function daemonStats(s: StatsInput): Record<string, unknown> {
     },
     connections: { new: c[C_NEW_CONN], dnat: c[C_DNAT], snat: c[C_SNAT], natClash: c[C_NAT_CLASH] },
     drops,
+    // Not drops: answers kube-tun sent (the packets that caused them are in drops, e.g. frag-needed-sent).
+    ...(io ? { icmpErrorsSent: io.icmpErrorsSent } : {}),
+    // Below the pipeline: the native read/write counters, the TUN device's own (sysfs), by reason.
+    ...(io ? { io: { drops: io.drops, tunDevice: io.tunDevice, tun: io.tun ?? null, ipip: io.ipip ?? null, loop: io.loop } } : {}),
     conntrack: { entries: ct.size, max: ct.max, eventListeners: s.eventListeners, ...ct.counters },
     sync: {
       count: s.sync.count, lastSyncAt: new Date(s.sync.lastSyncAt).toISOString(), compileMs: s.sync.compileMs,
