@@ -1,7 +1,10 @@
 // src/nat: desired state -> rule IR -> (a) iptables-save text, (b) compiled Matcher, (c) trace.
 export * from './ip';
 export * from './model/state';
-export * from './model/config';
+export * from './model/doc';
+export * from './model/load';
+export * from './model/node-settings';
+export * from './model/yaml-fast';
 export * from './rules/chain-names';
 export * from './rules/ir';
 export * from './rules/build';

@@ -14,7 +14,6 @@ export class ImportError extends Error {
   }
 }
 
-
 /** Shell-like split as iptables-restore does it: whitespace, double (and single) quotes, backslash escapes. */
 export function tokenize(line: string, lineNo: number): string[] {
   // Fast path (iptables-save output: single spaces, double quotes, no escapes) on the native split.
@@ -108,7 +107,6 @@ export interface ImportCaches {
 export function newImportCaches(): ImportCaches {
   return { sawBareHost: false, comments: new Map(), jumps: new Map() };
 }
-
 
 function parseAddr(ctx: LineCtx, s: string | undefined, opt: string, caches: ImportCaches): Cidr {
   if (s === undefined) ctx.fail(`${opt} needs an address`);
