@@ -12,5 +12,7 @@ export * from './rules/render';
 export * from './random';
 export * from './eval/recent';
 export * from './eval/matcher';
+export { CompileOptions, MatcherError, withDefaultJumps } from './eval/compile';
+export { RuleCounter, RuleDescription } from './eval/introspect';
 export * from './rules/import';
 export * from './eval/trace';

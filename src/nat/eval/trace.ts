@@ -7,7 +7,7 @@
 // check the compiled Matcher against it.
 import { formatIPv4 } from '../ip';
 import { Match, Rule, RuleSet, Table, TableName, statisticMatchProbability } from '../rules/ir';
-import { withDefaultJumps } from './matcher';
+import { withDefaultJumps } from './compile';
 import { renderRule } from '../rules/render';
 
 export interface TracePacket {

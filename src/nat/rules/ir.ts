@@ -96,14 +96,6 @@ export const BUILTIN_CHAINS: Readonly<Record<TableName, readonly string[]>> = {
   raw: ['PREROUTING', 'OUTPUT'],
 };
 
-export function findTable(rs: RuleSet, name: TableName): Table | undefined {
-  return rs.tables.find((t) => t.name === name);
-}
-
-export function findChain(t: Table | undefined, name: string): Chain | undefined {
-  return t?.chains.find((c) => c.name === name);
-}
-
 export function countRules(rs: RuleSet): number {
   let n = 0;
   for (const t of rs.tables) for (const c of t.chains) n += c.rules.length;
