@@ -5,7 +5,7 @@
 // KUBE-NODEPORTS, …) get an index from (chain, destination /32 or any, protocol, port) to the rules
 // of that shape; the other rules of the chain stay in a "generic" list, and a packet visits the
 // union of its buckets and the generic list in rule order, so first-match semantics are unchanged.
-import { Match, Rule, RuleSet, Table, TableName } from '../rules/ir';
+import { BUILTIN_CHAINS, Match, Rule, RuleSet, Table, TableName, hasRulePorts } from '../rules/ir';
 import { RandomSource } from '../random';
 import { RecentTable } from './recent';
 
@@ -180,7 +180,7 @@ export class CompiledRules {
       for (let k = this.cStart[ci]; k < this.cEnd[ci]; k++) {
         const f = this.rFlags[k];
         const p = this.rProto[k];
-        const indexable = (f & F_PROTO) !== 0 && (f & F_PROTO_INV) === 0 && (p === 6 || p === 17 || p === 132)
+        const indexable = (f & F_PROTO) !== 0 && (f & F_PROTO_INV) === 0 && hasRulePorts(p)
           && (f & F_DPORT) !== 0 && (f & F_DPORT_INV) === 0 && this.rDportLo[k] === this.rDportHi[k]
           && ((f & F_DST) === 0 || ((f & F_DST_INV) === 0 && this.rDstMask[k] === 0xffffffff));
         if (!indexable) { generic.push(k); continue; }
@@ -385,13 +385,13 @@ export function withDefaultJumps(tables: readonly Table[]): Table[] {
     const has = (n: string) => t.chains.some((c) => c.name === n);
     const j = (chain: string, extra: Match[] = []): Rule => ({ matches: extra, target: { kind: 'jump', chain }, svc: -1 });
     const ctNew: Match = { kind: 'conntrack', states: ['NEW'], inv: false };
-    const builtin = (name: string, rules: Rule[]) => ({ name, builtin: true, policy: 'ACCEPT' as const, rules });
+    // The table's built-in chains (all of them, in their order), with these rules.
+    const withBuiltins = (rules: Readonly<Record<string, Rule[]>>): Table => ({ name: t.name, chains: [
+      ...BUILTIN_CHAINS[t.name].map((name) => ({ name, builtin: true, policy: 'ACCEPT' as const, rules: rules[name] ?? [] })), ...t.chains,
+    ] });
     if (t.name === 'nat') {
       const svc = has('KUBE-SERVICES') ? [j('KUBE-SERVICES')] : [];
-      return { name: t.name, chains: [
-        builtin('PREROUTING', svc), builtin('INPUT', []), builtin('OUTPUT', svc),
-        builtin('POSTROUTING', has('KUBE-POSTROUTING') ? [j('KUBE-POSTROUTING')] : []), ...t.chains,
-      ] };
+      return withBuiltins({ PREROUTING: svc, OUTPUT: svc, POSTROUTING: has('KUBE-POSTROUTING') ? [j('KUBE-POSTROUTING')] : [] });
     }
     if (t.name === 'filter') {
       const input: Rule[] = [], fwd: Rule[] = [], output: Rule[] = [];
@@ -401,7 +401,7 @@ export function withDefaultJumps(tables: readonly Table[]): Table[] {
       if (has('KUBE-FORWARD')) fwd.push(j('KUBE-FORWARD'));
       if (has('KUBE-SERVICES')) { fwd.push(j('KUBE-SERVICES', [ctNew])); output.push(j('KUBE-SERVICES', [ctNew])); }
       if (has('KUBE-EXTERNAL-SERVICES')) { input.push(j('KUBE-EXTERNAL-SERVICES', [ctNew])); fwd.push(j('KUBE-EXTERNAL-SERVICES', [ctNew])); }
-      return { name: t.name, chains: [builtin('INPUT', input), builtin('FORWARD', fwd), builtin('OUTPUT', output), ...t.chains] };
+      return withBuiltins({ INPUT: input, FORWARD: fwd, OUTPUT: output });
     }
     return t;
   });

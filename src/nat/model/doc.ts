@@ -1,6 +1,6 @@
 // Reading one manifest document: field access whose errors name the file, the document (1-based)
 // and the field path.
-import { Cidr, looksLikeIPv6, parseCidr, parseIPv4 } from '../ip';
+import { Cidr, looksLikeIPv6, parseCidrStrict, parseIPv4Strict } from '../ip';
 import { SourceRef } from './state';
 
 export class ConfigError extends Error {
@@ -65,14 +65,14 @@ export class DocCtx {
   ip(v: unknown, path: string): number {
     const s = this.str(v, path);
     if (looksLikeIPv6(s)) this.fail(path, `IPv6 is not supported, got ${show(s)}`);
-    const a = parseIPv4(s);
-    if (a < 0) this.fail(path, `must be an IPv4 address, got ${show(s)}`);
+    const a = parseIPv4Strict(s);
+    if (a === null) this.fail(path, `must be an IPv4 address, got ${show(s)}`);
     return a;
   }
   cidr(v: unknown, path: string): Cidr {
     const s = this.str(v, path);
     if (looksLikeIPv6(s)) this.fail(path, `IPv6 is not supported, got ${show(s)}`);
-    const c = parseCidr(s);
+    const c = parseCidrStrict(s);
     if (!c) this.fail(path, `must be an IPv4 CIDR like 10.0.0.0/16, got ${show(s)}`);
     return c;
   }

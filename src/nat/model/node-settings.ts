@@ -1,5 +1,5 @@
 // A ClusterState plus kube-proxy's flags -> the settings of the proxier for one node.
-import { Cidr, looksLikeIPv6, parseCidr, parseIPv4 } from '../ip';
+import { Cidr, looksLikeIPv6, parseCidrStrict, parseIPv4Strict } from '../ip';
 import { ClusterState, DetectLocalMode, NodeFlags, NodeSettings } from './state';
 import { ConfigError, show } from './doc';
 
@@ -16,16 +16,14 @@ export function makeNodeSettings(state: ClusterState, flags: NodeFlags = {}): No
   const node = state.nodes.find((n) => n.name === nodeName) ?? null;
   let clusterCIDR = cfg.clusterCIDR;
   if (flags.clusterCIDR !== undefined) {
-    const c = parseCidr(flags.clusterCIDR.split(',').map((s) => s.trim()).find((s) => !looksLikeIPv6(s)) ?? '');
+    const c = parseCidrStrict(flags.clusterCIDR.split(',').map((s) => s.trim()).find((s) => !looksLikeIPv6(s)) ?? '');
     if (!c) flagErr('cluster-cidr', `must be an IPv4 CIDR, got ${show(flags.clusterCIDR)}`);
     clusterCIDR = c;
   }
   let nodeIPs: number[];
   if (flags.nodeIPs && flags.nodeIPs.length > 0) {
     nodeIPs = flags.nodeIPs.flatMap((s) => s.split(',')).map((s) => s.trim()).filter((s) => s !== '' && !looksLikeIPv6(s)).map((s) => {
-      const a = parseIPv4(s);
-      if (a < 0) flagErr('node-ip', `must be an IPv4 address, got ${show(s)}`);
-      return a;
+      return parseIPv4Strict(s) ?? flagErr('node-ip', `must be an IPv4 address, got ${show(s)}`);
     });
   } else if (cfg.nodeIPs.length > 0) {
     nodeIPs = [...cfg.nodeIPs];

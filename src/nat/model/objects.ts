@@ -1,7 +1,7 @@
 // Kubernetes objects -> kube-tun's model: KubeTunConfiguration, v1 Node, v1 Service,
 // discovery.k8s.io/v1 EndpointSlice and v1 List, one document at a time, collected for load.ts
 // to cross-reference.
-import { Cidr, cidrContains, formatCidr, looksLikeIPv6, parseCidr } from '../ip';
+import { Cidr, cidrContains, formatCidr, looksLikeIPv6, parseCidrStrict } from '../ip';
 import {
   DetectLocalMode, KubeTunConfig, NodeInfo, Protocol, Scheduler, ServicePortInfo, ServiceType, SourceRef, defaultKubeTunConfig,
 } from './state';
@@ -38,7 +38,7 @@ function firstIPv4Cidr(ctx: DocCtx, v: unknown, path: string): Cidr | null {
   let found: Cidr | null = null;
   for (const p of parts) {
     if (looksLikeIPv6(p)) continue;
-    const c = parseCidr(p);
+    const c = parseCidrStrict(p);
     if (!c) ctx.fail(path, `must be an IPv4 CIDR like 10.0.0.0/16, got ${show(s)}`);
     if (!found) found = c;
   }

@@ -2,6 +2,7 @@
 // kube-proxy's comments and, for rules without one, inherited along the jumps.
 import { Chain, Match, ServiceRef, Table } from '../ir';
 import { TableJumps } from './chains';
+import { IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP } from '../../../netstack/proto';
 
 // kube-proxy's comments around a ServicePortName (proxier.go): "<svc>", "<svc> cluster IP",
 // "<svc> -> <ep>", "<svc> has no endpoints", …, and a few with a prefix ("masquerade traffic for <svc>
@@ -43,7 +44,7 @@ export class ServiceRefs {
     for (let k = 0; k < matches.length; k++) {
       const m = matches[k];
       if (m.kind === 'comment') { if (text === null) text = m.text; }
-      else if ((m.kind === 'proto' || m.kind === 'l4') && p < 0) p = m.proto === 6 ? 1 : m.proto === 17 ? 2 : m.proto === 132 ? 3 : 0;
+      else if ((m.kind === 'proto' || m.kind === 'l4') && p < 0) p = m.proto === IPPROTO_TCP ? 1 : m.proto === IPPROTO_UDP ? 2 : m.proto === IPPROTO_SCTP ? 3 : 0;
     }
     if (text === null) return -1;
     let rec = this.lastRec;

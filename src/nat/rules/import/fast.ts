@@ -1,7 +1,9 @@
 // The fast path of the importer: rule and chain lines of the shapes kube-proxy and iptables-save
 // write, read in place. Anything else goes to the general parser (general.ts), its oracle.
 import { Cidr, maskOf } from '../../ip';
-import { CT_STATES, CtState, Match, Rule, Target, l4Of, probabilityToU32, protoOf } from '../ir';
+import { tryParseIpRange } from '../../../netstack/addr';
+import { CT_STATES, CtState, Match, Rule, Target, hasRulePorts, l4Of, probabilityToU32, protoOf } from '../ir';
+import { IPPROTO_ICMP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP } from '../../../netstack/proto';
 import { ImportCaches, KNOWN_TARGET_EXTENSIONS, PLACEHOLDER, SIMPLE_TARGETS } from './general';
 import { ChainTable, isKubeChain } from './chains';
 import { ServiceRefs } from './attribution';
@@ -36,7 +38,7 @@ export function exact<T>(a: readonly T[]): T[] {
   }
 }
 
-const P_TCP = protoOf(6), L4_TCP = l4Of(6);
+const P_TCP = protoOf(IPPROTO_TCP), L4_TCP = l4Of(IPPROTO_TCP);
 const M_NONE = 0, M_TCP = 1, M_UDP = 2, M_SCTP = 3, M_COMMENT = 4, M_MARK = 5, M_ADDRTYPE = 6, M_CONNTRACK = 7, M_STATISTIC = 8, M_RECENT = 9;
 type RecentOp = 'set' | 'rcheck' | 'update' | 'remove';
 
@@ -170,24 +172,13 @@ export class FastRuleParser {
    */
   private ipv4(ts: number, te: number): number {
     const text = this.text;
-    let v = 0, octet = 0, digits = 0, dots = 0, lead0 = false, i = ts;
+    let i = ts;
     for (; i < te; i++) {
       const c = text.charCodeAt(i);
-      if (c === 46) {
-        if (digits === 0 || dots === 3) return -1;
-        v = v * 256 + octet;
-        dots++; octet = 0; digits = 0; lead0 = false;
-        continue;
-      }
-      if (c < 48 || c > 57) break;
-      if (digits === 0) lead0 = c === 48;
-      else if (lead0) return -1;
-      octet = octet * 10 + (c - 48);
-      if (++digits > 3 || octet > 255) return -1;
+      if (c !== 46 && (c < 48 || c > 57)) break;
     }
     this.stop = i;
-    if (dots !== 3 || digits === 0) return -1;
-    return (v * 256 + octet) >>> 0;
+    return tryParseIpRange(text, ts, i);
   }
 
   /** -s / -d with "a.b.c.d" (sets wasBare) or "a.b.c.d/len" at [ts, te), as parseAddr; null for anything else. */
@@ -284,15 +275,15 @@ export class FastRuleParser {
           const n = this.protoNum();
           if (n === 0) return null;
           if (inv) { matches.push({ kind: 'proto', proto: n, inv: true }); proto = 0; }
-          else { matches.push(n === 6 ? P_TCP : protoOf(n)); proto = n; }
+          else { matches.push(n === IPPROTO_TCP ? P_TCP : protoOf(n)); proto = n; }
         } else if (c1 === 109) { // -m
           if (inv || !this.flush(matches) || !this.val()) return null;
           module = this.moduleNum();
           switch (module) {
             case M_NONE: return null;
             case M_TCP: matches.push(L4_TCP); break;
-            case M_UDP: matches.push(l4Of(17)); break;
-            case M_SCTP: matches.push(l4Of(132)); break;
+            case M_UDP: matches.push(l4Of(IPPROTO_UDP)); break;
+            case M_SCTP: matches.push(l4Of(IPPROTO_SCTP)); break;
             case M_STATISTIC:
               this.statAt = matches.length; this.statRandom = false; this.statPs = -1; this.statInv = false;
               matches.push(PLACEHOLDER);
@@ -322,12 +313,12 @@ export class FastRuleParser {
     return { matches: matches.length === 0 ? this.noMatches : exact(matches), target, svc };
   }
 
-  /** The current token as -p's value: 6, 17, 132, 1 for tcp, udp, sctp, icmp; 0 for anything else. */
+  /** The current token as -p's value: the number of tcp, udp, sctp or icmp; 0 for anything else. */
   private protoNum(): number {
     const text = this.text, ts = this.ts;
     switch (this.te - ts) {
-      case 3: return text.startsWith('tcp', ts) ? 6 : text.startsWith('udp', ts) ? 17 : 0;
-      case 4: return text.startsWith('sctp', ts) ? 132 : text.startsWith('icmp', ts) ? 1 : 0;
+      case 3: return text.startsWith('tcp', ts) ? IPPROTO_TCP : text.startsWith('udp', ts) ? IPPROTO_UDP : 0;
+      case 4: return text.startsWith('sctp', ts) ? IPPROTO_SCTP : text.startsWith('icmp', ts) ? IPPROTO_ICMP : 0;
     }
     return 0;
   }
@@ -438,7 +429,7 @@ export class FastRuleParser {
   }
 
   private port(dst: boolean, module: number, proto: number, inv: boolean, matches: Match[]): boolean {
-    if (!(module === M_TCP || module === M_UDP || module === M_SCTP || proto === 6 || proto === 17 || proto === 132)) return false;
+    if (!(module === M_TCP || module === M_UDP || module === M_SCTP || hasRulePorts(proto))) return false;
     if (!this.val()) return false;
     const v = this.num(this.ts, this.te, 0, 65535);
     if (Number.isNaN(v)) return false;

@@ -4,7 +4,7 @@
 // path (fast.ts) is tested against, and where every line the fast path declines goes.
 import { Cidr, maskOf, parseCidr, parseIPv4 } from '../../ip';
 import {
-  CT_STATES, CtState, Match, PROTO_NUM, Target, l4Of, probabilityToU32, protoOf,
+  CT_STATES, CtState, Match, Target, hasRulePorts, l4Of, probabilityToU32, protoOf, ruleProtoNum,
 } from '../ir';
 
 export class ImportError extends Error {
@@ -182,7 +182,8 @@ export class RuleParser {
         case '-p': case '--protocol': {
           const v = this.next(a).toLowerCase();
           if (v === 'all' || v === '0') { this.noInv(a); break; }
-          const n = PROTO_NUM[v] ?? parseNum(v, 1, 255);
+          const named = ruleProtoNum(v);
+          const n = named >= 0 ? named : parseNum(v, 1, 255);
           if (Number.isNaN(n)) ctx.fail(`unsupported protocol "${v}"`);
           this.proto = this.inv ? 0 : n;
           matches.push(this.inv ? { kind: 'proto', proto: n, inv: true } : protoOf(n));
@@ -194,7 +195,7 @@ export class RuleParser {
           const mod = this.next(a);
           this.module = mod;
           switch (mod) {
-            case 'tcp': case 'udp': case 'sctp': matches.push(l4Of(PROTO_NUM[mod])); break;
+            case 'tcp': case 'udp': case 'sctp': matches.push(l4Of(ruleProtoNum(mod))); break;
             case 'comment': case 'mark': case 'addrtype': case 'conntrack': case 'state': case 'nfacct': break;
             case 'statistic':
               this.stat = { mode: null, prob: null, every: 0, packet: 0, inv: false, at: matches.length };
@@ -277,7 +278,7 @@ export class RuleParser {
     const module = this.module, matches = this.matches, inv = this.inv, proto = this.proto;
     switch (a) {
       case '--dport': case '--destination-port': case '--sport': case '--source-port': {
-        const l4 = module === 'tcp' || module === 'udp' || module === 'sctp' || proto === 6 || proto === 17 || proto === 132;
+        const l4 = module === 'tcp' || module === 'udp' || module === 'sctp' || hasRulePorts(proto);
         if (!l4) ctx.fail(`${a} needs -p tcp/udp/sctp or -m tcp/udp/sctp`);
         const v = this.next(a);
         const single = parseNum(v, 0, 65535);
@@ -398,10 +399,12 @@ function parseTarget(ctx: LineCtx, isGoto: boolean, t: string, args: string[], f
       want(['--to-destination']);
       const v = optVal('--to-destination');
       if (!v) ctx.fail('-j DNAT needs --to-destination');
-      const m = /^(\d+\.\d+\.\d+\.\d+)(?::(\d+))?$/.exec(v);
-      const addr = m ? parseIPv4(m[1]) : -1;
-      const port = m && m[2] ? parseNum(m[2], 1, 65535) : 0;
-      if (!m || addr < 0 || Number.isNaN(port)) ctx.fail(`--to-destination ${v}: only ip[:port] is supported (no ranges)`);
+      // ip[:port]
+      const colon = v.indexOf(':');
+      const addr = parseIPv4(colon < 0 ? v : v.slice(0, colon));
+      const portText = colon < 0 ? '' : v.slice(colon + 1);
+      const port = colon < 0 ? 0 : /^\d+$/.test(portText) ? parseNum(portText, 1, 65535) : NaN;
+      if (addr < 0 || Number.isNaN(port)) ctx.fail(`--to-destination ${v}: only ip[:port] is supported (no ranges)`);
       return { kind: 'DNAT', addr, port };
     }
     case 'MASQUERADE':
