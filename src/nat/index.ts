@@ -1,7 +1,7 @@
 // src/nat: desired state -> rule IR -> (a) iptables-save text, (b) compiled Matcher, (c) trace.
 export * from './ip';
 export * from './model/state';
-export * from './model/doc';
+export { ConfigError } from './model/doc';
 export * from './model/load';
 export * from './model/node-settings';
 export * from './model/yaml-fast';
