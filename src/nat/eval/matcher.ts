@@ -1,9 +1,9 @@
 // The matcher: the compiled rules (compile.ts) evaluated the way netfilter evaluates the first
-// packet of a connection (nat PREROUTING -> filter FORWARD -> nat POSTROUTING
-// when routed through the node, nat PREROUTING -> filter INPUT -> nat INPUT when routed to it,
-// nat OUTPUT -> filter OUTPUT -> nat POSTROUTING from it, and then filter INPUT as well when that
-// goes to the node itself, through lo), first match wins, jumps/gotos/RETURN, `-m statistic`
-// (random and nth, as xt_statistic), `-m recent` (xt_recent), MARK bits, DNAT, MASQUERADE.
+// packet of a connection (nat PREROUTING -> filter FORWARD -> nat POSTROUTING when routed through
+// the node, nat PREROUTING -> filter INPUT -> nat INPUT when routed to it, nat OUTPUT -> filter
+// OUTPUT -> nat POSTROUTING from it, and then filter INPUT as well when that goes to the node
+// itself, through lo), first match wins, jumps/gotos/RETURN, `-m statistic` (random and nth, as
+// xt_statistic), `-m recent` (xt_recent), MARK bits, DNAT, MASQUERADE.
 //
 // A Matcher is immutable as far as rules go (state: hit counters, xt_recent tables and nth
 // counters). Swap a new one in with one assignment (the daemon's reload does), the userspace
