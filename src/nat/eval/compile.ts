@@ -44,7 +44,7 @@ export const CT_BIT: Readonly<Record<string, number>> = { INVALID: 1, NEW: 2, ES
 const MAX_DEPTH_LIMIT = 64;
 
 /**
- * The compiled rules. Fields are read by the evaluator (Matcher, which extends this class) and by
+ * The compiled rules. Fields are read by the evaluator (Matcher holds one, privately) and by
  * introspect.ts; nothing outside nat/eval uses them. State that changes while packets are
  * evaluated: hits, rNthCount and the xt_recent tables.
  */
@@ -365,7 +365,7 @@ export class CompiledRules {
   }
 
   /** The index slot where (chain, dst, proto<<16|port) is looked up first (then linear probing). */
-  protected slot(ci: number, dst: number, pp: number): number {
+  slot(ci: number, dst: number, pp: number): number {
     let h = Math.imul(dst ^ Math.imul(pp, 0x9e3779b1) ^ Math.imul(ci + 1, 0x85ebca77), 0xc2b2ae3d);
     h ^= h >>> 15;
     h = Math.imul(h, 0x27d4eb2f);

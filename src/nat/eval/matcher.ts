@@ -10,6 +10,7 @@
 // equivalent of one iptables-restore transaction. match() allocates nothing.
 import { Rule, RuleSet } from '../rules/ir';
 import { NatRandomPool, RandomSource } from '../random';
+import { RecentTable } from './recent';
 import {
   CT_BIT, CompileOptions, CompiledRules, F_CT, F_CT_INV, F_DPORT, F_DPORT_INV, F_DST, F_DST_INV, F_DST_LOCAL, F_DST_LOCAL_INV,
   F_MARK, F_MARK_INV, F_PROTO, F_PROTO_INV, F_RECENT, F_RECENT_INV, F_RECENT_REAP, F_SIDE_EFFECTS, F_SPORT, F_SPORT_INV,
@@ -48,7 +49,14 @@ export class NatDecision {
 // Hook verdicts.
 const V_ACCEPT = 1, V_DROP = 2, V_REJECT = 3;
 
-export class Matcher extends CompiledRules {
+export class Matcher {
+  /** Hit counter per rule (global rule index), like iptables' packet counters for first packets. */
+  readonly hits: Uint32Array;
+  readonly ruleCount: number;
+  readonly services: readonly { name: string; protocol: string; key: string }[];
+  readonly compileMs: number;
+  /** The compiled rules (each hot-path method reads them through a local, `const cr = this.cr`). */
+  private readonly cr: CompiledRules;
   private readonly rng: RandomSource;
 
   // Evaluation stack and packet registers (reused; match() is not reentrant).
@@ -63,9 +71,11 @@ export class Matcher extends CompiledRules {
 
   /** Use compileMatcher(). */
   constructor(rs: RuleSet, localAddresses: readonly number[], opts: CompileOptions) {
-    super(rs, localAddresses, opts);
+    const cr = new CompiledRules(rs, localAddresses, opts);
+    this.cr = cr;
+    this.hits = cr.hits; this.ruleCount = cr.ruleCount; this.services = cr.services; this.compileMs = cr.compileMs;
     this.rng = opts.random ?? new NatRandomPool();
-    const D = this.maxDepth + 2;
+    const D = cr.maxDepth + 2;
     this.sChain = new Int32Array(D); this.sMode = new Uint8Array(D);
     this.sP0 = new Int32Array(D); this.sE0 = new Int32Array(D);
     this.sP1 = new Int32Array(D); this.sE1 = new Int32Array(D);
@@ -74,7 +84,7 @@ export class Matcher extends CompiledRules {
 
   private isLocal(a: number): boolean {
     if (a >>> 24 === 127) return true;
-    const l = this.local;
+    const l = this.cr.local;
     for (let i = 0; i < l.length; i++) if (l[i] === a) return true;
     return false;
   }
@@ -93,12 +103,13 @@ export class Matcher extends CompiledRules {
    *   keeps its mark.
    */
   match(proto: number, src: number, dst: number, sport: number, dport: number, nowMs: number, out: NatDecision): void {
+    const cr = this.cr;
     out.reset();
     this.pProto = proto; this.pSrc = src >>> 0; this.pDst = dst >>> 0; this.pSport = sport; this.pDport = dport;
     this.pMark = 0; this.pNow = nowMs; this.pCt = CT_BIT.NEW;
     this.dnat = false; this.masq = false; this.masqFully = false; this.lastRule = -1;
     const fromLocal = this.isLocal(this.pSrc);
-    let v = this.runHook(fromLocal ? this.natOut : this.natPre);
+    let v = this.runHook(fromLocal ? cr.natOut : cr.natPre);
     if (v !== V_ACCEPT) { this.decide(out, v); return; }
     if (this.dnat) {
       const natRule = this.lastRule;
@@ -106,59 +117,62 @@ export class Matcher extends CompiledRules {
       if (this.dnatPort !== 0) this.pDport = this.dnatPort;
       this.pCt |= CT_BIT.DNAT;
       out.action = NAT_DNAT; out.addr = this.pDst; out.port = this.pDport;
-      out.ruleRef = natRule; out.serviceRef = this.rSvc[natRule];
+      out.ruleRef = natRule; out.serviceRef = cr.rSvc[natRule];
     }
     const toLocal = this.isLocal(this.pDst);
     this.lastRule = -1;
-    v = this.runHook(fromLocal ? this.filOut : toLocal ? this.filIn : this.filFwd);
+    v = this.runHook(fromLocal ? cr.filOut : toLocal ? cr.filIn : cr.filFwd);
     if (v !== V_ACCEPT) { this.decide(out, v); return; }
     // The source NAT hook: nat INPUT for a routed packet delivered here, else nat POSTROUTING.
     this.masq = false;
     this.dnat = false;
     this.lastRule = -1;
-    v = this.runHook(!fromLocal && toLocal ? this.natIn : this.natPost);
+    v = this.runHook(!fromLocal && toLocal ? cr.natIn : cr.natPost);
     if (v !== V_ACCEPT) { this.decide(out, v); return; }
     out.masquerade = this.masq;
     out.randomFully = this.masqFully;
     if (fromLocal && toLocal) {
       // Back in through lo.
       this.lastRule = -1;
-      v = this.runHook(this.filIn);
+      v = this.runHook(cr.filIn);
       if (v !== V_ACCEPT) { this.decide(out, v); return; }
     }
   }
 
   private decide(out: NatDecision, v: number): void {
+    const cr = this.cr;
     out.action = v === V_DROP ? NAT_DROP : NAT_REJECT;
     out.addr = 0; out.port = 0; out.masquerade = false; out.randomFully = false;
     out.ruleRef = this.lastRule;
-    out.serviceRef = this.lastRule >= 0 ? this.rSvc[this.lastRule] : -1;
+    out.serviceRef = this.lastRule >= 0 ? cr.rSvc[this.lastRule] : -1;
   }
 
   private enter(d: number, ci: number): void {
+    const cr = this.cr;
     this.sChain[d] = ci;
-    const gs = this.cIdxGenStart[ci];
+    const gs = cr.cIdxGenStart[ci];
     if (gs < 0) {
-      this.sMode[d] = 0; this.sP0[d] = this.cStart[ci]; this.sE0[d] = this.cEnd[ci];
+      this.sMode[d] = 0; this.sP0[d] = cr.cStart[ci]; this.sE0[d] = cr.cEnd[ci];
       return;
     }
     this.sMode[d] = 1;
-    this.sP0[d] = gs; this.sE0[d] = this.cIdxGenEnd[ci];
+    this.sP0[d] = gs; this.sE0[d] = cr.cIdxGenEnd[ci];
     const pp = ((this.pProto << 16) | this.pDport) >>> 0;
     let s = this.find(ci, this.pDst, pp);
-    if (s >= 0) { this.sP1[d] = this.hStart[s]; this.sE1[d] = this.hEnd[s]; } else { this.sP1[d] = 0; this.sE1[d] = 0; }
+    if (s >= 0) { this.sP1[d] = cr.hStart[s]; this.sE1[d] = cr.hEnd[s]; } else { this.sP1[d] = 0; this.sE1[d] = 0; }
     s = this.pDst === 0 ? -1 : this.find(ci, 0, pp);
-    if (s >= 0) { this.sP2[d] = this.hStart[s]; this.sE2[d] = this.hEnd[s]; } else { this.sP2[d] = 0; this.sE2[d] = 0; }
+    if (s >= 0) { this.sP2[d] = cr.hStart[s]; this.sE2[d] = cr.hEnd[s]; } else { this.sP2[d] = 0; this.sE2[d] = 0; }
   }
 
   private find(ci: number, dst: number, pp: number): number {
-    let s = this.slot(ci, dst, pp);
-    const hc = this.hChain;
+    const cr = this.cr;
+    let s = cr.slot(ci, dst, pp);
+    const hc = cr.hChain;
     for (;;) {
       const c = hc[s];
       if (c === -1) return -1;
-      if (c === ci && this.hDst[s] === dst && this.hPP[s] === pp) return s;
-      s = (s + 1) & this.hMask;
+      if (c === ci && cr.hDst[s] === dst && cr.hPP[s] === pp) return s;
+      s = (s + 1) & cr.hMask;
     }
   }
 
@@ -170,7 +184,7 @@ export class Matcher extends CompiledRules {
       this.sP0[d] = p + 1;
       return p;
     }
-    const post = this.postings;
+    const post = this.cr.postings;
     const a = this.sP0[d] < this.sE0[d] ? post[this.sP0[d]] : 0x7fffffff;
     const b = this.sP1[d] < this.sE1[d] ? post[this.sP1[d]] : 0x7fffffff;
     const c = this.sP2[d] < this.sE2[d] ? post[this.sP2[d]] : 0x7fffffff;
@@ -185,8 +199,9 @@ export class Matcher extends CompiledRules {
   }
 
   private runHook(ci: number): number {
+    const cr = this.cr;
     if (ci < 0) return V_ACCEPT;
-    const policy = this.cPolicyDrop[ci] === 1 ? V_DROP : V_ACCEPT;
+    const policy = cr.cPolicyDrop[ci] === 1 ? V_DROP : V_ACCEPT;
     let d = 0;
     this.enter(0, ci);
     for (;;) {
@@ -197,15 +212,15 @@ export class Matcher extends CompiledRules {
         continue;
       }
       if (!this.ruleMatches(r)) continue;
-      this.hits[r]++;
-      switch (this.rTarget[r]) {
+      cr.hits[r]++;
+      switch (cr.rTarget[r]) {
         case T_NONE: break;
         case T_JUMP:
           d++;
-          this.enter(d, this.rTArg[r]);
+          this.enter(d, cr.rTArg[r]);
           break;
         case T_GOTO:
-          this.enter(d, this.rTArg[r]);
+          this.enter(d, cr.rTArg[r]);
           break;
         case T_RETURN:
           if (d === 0) return policy;
@@ -215,44 +230,45 @@ export class Matcher extends CompiledRules {
         case T_DROP: this.lastRule = r; return V_DROP;
         case T_REJECT: this.lastRule = r; return V_REJECT;
         case T_DNAT:
-          this.dnat = true; this.dnatAddr = this.rTArg[r] >>> 0; this.dnatPort = this.rTArg2[r]; this.lastRule = r;
+          this.dnat = true; this.dnatAddr = cr.rTArg[r] >>> 0; this.dnatPort = cr.rTArg2[r]; this.lastRule = r;
           return V_ACCEPT;
         case T_MASQ:
-          this.masq = true; this.masqFully = this.rTArg2[r] === 1;
+          this.masq = true; this.masqFully = cr.rTArg2[r] === 1;
           return V_ACCEPT;
         case T_MARK:
-          this.pMark = ((this.pMark & this.rTArg[r]) ^ this.rTArg2[r]) >>> 0;
+          this.pMark = ((this.pMark & cr.rTArg[r]) ^ cr.rTArg2[r]) >>> 0;
           break;
       }
     }
   }
 
   private ruleMatches(r: number): boolean {
-    const f = this.rFlags[r];
+    const cr = this.cr;
+    const f = cr.rFlags[r];
     if (f === 0) return true;
-    if ((f & F_PROTO) !== 0 && (this.pProto === this.rProto[r]) === ((f & F_PROTO_INV) !== 0)) return false;
-    if ((f & F_DST) !== 0 && (((this.pDst & this.rDstMask[r]) >>> 0) === this.rDst[r]) === ((f & F_DST_INV) !== 0)) return false;
-    if ((f & F_SRC) !== 0 && (((this.pSrc & this.rSrcMask[r]) >>> 0) === this.rSrc[r]) === ((f & F_SRC_INV) !== 0)) return false;
-    if ((f & F_DPORT) !== 0 && (this.pDport >= this.rDportLo[r] && this.pDport <= this.rDportHi[r]) === ((f & F_DPORT_INV) !== 0)) return false;
-    if ((f & F_SPORT) !== 0 && (this.pSport >= this.rSportLo[r] && this.pSport <= this.rSportHi[r]) === ((f & F_SPORT_INV) !== 0)) return false;
-    if ((f & F_MARK) !== 0 && (((this.pMark & this.rMarkMask[r]) >>> 0) === this.rMarkVal[r]) === ((f & F_MARK_INV) !== 0)) return false;
+    if ((f & F_PROTO) !== 0 && (this.pProto === cr.rProto[r]) === ((f & F_PROTO_INV) !== 0)) return false;
+    if ((f & F_DST) !== 0 && (((this.pDst & cr.rDstMask[r]) >>> 0) === cr.rDst[r]) === ((f & F_DST_INV) !== 0)) return false;
+    if ((f & F_SRC) !== 0 && (((this.pSrc & cr.rSrcMask[r]) >>> 0) === cr.rSrc[r]) === ((f & F_SRC_INV) !== 0)) return false;
+    if ((f & F_DPORT) !== 0 && (this.pDport >= cr.rDportLo[r] && this.pDport <= cr.rDportHi[r]) === ((f & F_DPORT_INV) !== 0)) return false;
+    if ((f & F_SPORT) !== 0 && (this.pSport >= cr.rSportLo[r] && this.pSport <= cr.rSportHi[r]) === ((f & F_SPORT_INV) !== 0)) return false;
+    if ((f & F_MARK) !== 0 && (((this.pMark & cr.rMarkMask[r]) >>> 0) === cr.rMarkVal[r]) === ((f & F_MARK_INV) !== 0)) return false;
     if ((f & F_DST_LOCAL) !== 0 && this.isLocal(this.pDst) === ((f & F_DST_LOCAL_INV) !== 0)) return false;
     if ((f & F_SRC_LOCAL) !== 0 && this.isLocal(this.pSrc) === ((f & F_SRC_LOCAL_INV) !== 0)) return false;
-    if ((f & F_CT) !== 0 && ((this.rCtMask[r] & this.pCt) !== 0) === ((f & F_CT_INV) !== 0)) return false;
+    if ((f & F_CT) !== 0 && ((cr.rCtMask[r] & this.pCt) !== 0) === ((f & F_CT_INV) !== 0)) return false;
     if ((f & F_SIDE_EFFECTS) === 0) return true;
     // Matches with side effects last (kube-proxy never puts a pure match after them).
     if ((f & F_STAT_RANDOM) !== 0) {
-      const hit = ((this.rng.nextU32() & 0x7fffffff) >>> 0) < this.rStatProb[r];
+      const hit = ((this.rng.nextU32() & 0x7fffffff) >>> 0) < cr.rStatProb[r];
       if (hit === ((f & F_STAT_INV) !== 0)) return false;
     } else if ((f & F_STAT_NTH) !== 0) {
-      const o = this.rNthCount[r];
-      const n = o === this.rNthEveryM1[r] ? 0 : o + 1;
-      this.rNthCount[r] = n;
+      const o = cr.rNthCount[r];
+      const n = o === cr.rNthEveryM1[r] ? 0 : o + 1;
+      cr.rNthCount[r] = n;
       if ((n === 0) === ((f & F_STAT_INV) !== 0)) return false;
     }
     if ((f & F_RECENT) !== 0) {
-      const t = this.recentTables[this.rRecent[r]];
-      const op = this.rRecentOp[r];
+      const t = cr.recentTables[cr.rRecent[r]];
+      const op = cr.rRecentOp[r];
       let hit: boolean;
       if (op === R_SET) {
         t.set(this.pSrc, this.pNow);
@@ -261,7 +277,7 @@ export class Matcher extends CompiledRules {
         const s = t.find(this.pSrc);
         hit = s >= 0;
         if (hit && op !== R_REMOVE) {
-          const ms = this.rRecentMs[r];
+          const ms = cr.rRecentMs[r];
           if (ms > 0 && this.pNow - t.stampAt(s) > ms) {
             hit = false;
             if ((f & F_RECENT_REAP) !== 0) t.removeSlot(s);
@@ -280,17 +296,20 @@ export class Matcher extends CompiledRules {
   // -------------------------------------------------------------------------------------------
   // Introspection (not for the hot path; introspect.ts).
 
-  describeRule(ref: number): RuleDescription | null { return describeRule(this, ref); }
+  /** The xt_recent tables, which the next compile carries over (CompileOptions.previous). */
+  get recentTables(): readonly RecentTable[] { return this.cr.recentTables; }
+
+  describeRule(ref: number): RuleDescription | null { return describeRule(this.cr, ref); }
 
   /** The IR rule behind a global rule index. */
-  ruleAt(ref: number): Rule { return ruleAt(this, ref); }
+  ruleAt(ref: number): Rule { return ruleAt(this.cr, ref); }
 
-  serviceName(ref: number): string | null { return serviceName(this, ref); }
+  serviceName(ref: number): string | null { return serviceName(this.cr, ref); }
 
   /** Rules with non-zero hit counters, for metrics and `kube-tun rules --counters`. */
-  counters(): RuleCounter[] { return ruleCounters(this); }
+  counters(): RuleCounter[] { return ruleCounters(this.cr); }
 
-  describe(): string { return describeRules(this); }
+  describe(): string { return describeRules(this.cr); }
 }
 
 /** Builds the matcher for `rs` on a node (`localAddresses`: what `addrtype LOCAL` means besides 127/8). */
