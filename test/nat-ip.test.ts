@@ -78,6 +78,13 @@ describe('IPv4 in configs and flags: the error names the field', () => {
     expect(config('"10.0.0.1"').config.nodeIPs).toEqual([0x0a000001]);
   });
 
+  it('Service and EndpointSlice addresses (read by the scanner)', () => {
+    const svc = (clusterIP: string) => parseConfig([{ file: 's.yaml', text: `apiVersion: v1\nkind: Service\nmetadata: { name: a, namespace: b }\nspec: { clusterIP: "${clusterIP}", ports: [ { port: 80 } ] }\n` }]);
+    expect(() => svc('10.1')).toThrow(/s\.yaml: document 1 \(Service b\/a\): spec\.clusterIP: must be an IPv4 address, got "10\.1"/);
+    expect(() => svc('0x0a.0.0.1')).toThrow(/spec\.clusterIP: must be an IPv4 address/);
+    expect(svc('10.96.0.1').servicePorts[0].clusterIP).toBe(0x0a600001);
+  });
+
   it('--node-ip and --cluster-cidr', () => {
     const state = config('');
     expect(() => makeNodeSettings(state, { nodeIPs: ['10.1'] })).toThrow(/^--node-ip: must be an IPv4 address, got "10\.1"$/);

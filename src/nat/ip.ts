@@ -4,8 +4,9 @@
 // One grammar, a strict dotted quad (four decimal octets, no leading zeros), in two
 // implementations tested to agree (test/nat-ip.test.ts): configs and flags read it with ipaddr.js
 // in its strict four-part-decimal form (parseIPv4Strict, parseCidrStrict), which refuses the
-// shorthand ipaddr.js otherwise accepts ("10.1", "0x0a.0.0.1"); the importer reads it with the
-// codec layer's allocation-free scanner (parseIPv4, parseCidr).
+// shorthand ipaddr.js otherwise accepts ("10.1", "0x0a.0.0.1"); the importer, and the addresses
+// of Service and EndpointSlice objects (thousands per manifest), read it with the codec layer's
+// allocation-free scanner (parseIPv4, parseCidr).
 import ipaddr from 'ipaddr.js';
 
 /** An IPv4 prefix. `mask` is the netmask as u32 (0 for /0). */

@@ -1,6 +1,6 @@
 // Reading one manifest document: field access whose errors name the file, the document (1-based)
 // and the field path.
-import { Cidr, looksLikeIPv6, parseCidrStrict, parseIPv4Strict } from '../ip';
+import { Cidr, looksLikeIPv6, parseCidrStrict, parseIPv4, parseIPv4Strict } from '../ip';
 import { SourceRef } from './state';
 
 export class ConfigError extends Error {
@@ -62,11 +62,24 @@ export class DocCtx {
     return v;
   }
   port(v: unknown, path: string): number { return this.int(v, path, 1, 65535); }
+  /** An IPv4 address field, read by ipaddr.js in its strict four-part-decimal form. */
   ip(v: unknown, path: string): number {
+    return this.addr(v, path, false);
+  }
+  /**
+   * An IPv4 address field of the objects that come by the thousand (Service cluster and external
+   * IPs, endpoint addresses): the same grammar read by the allocation-free scanner, which agrees
+   * with ipaddr.js (test/nat-ip.test.ts). ipaddr.js costs ~2 us an address: a fifth of the time
+   * a 10,000-service JSON manifest takes to load.
+   */
+  bulkIp(v: unknown, path: string): number {
+    return this.addr(v, path, true);
+  }
+  private addr(v: unknown, path: string, bulk: boolean): number {
     const s = this.str(v, path);
     if (looksLikeIPv6(s)) this.fail(path, `IPv6 is not supported, got ${show(s)}`);
-    const a = parseIPv4Strict(s);
-    if (a === null) this.fail(path, `must be an IPv4 address, got ${show(s)}`);
+    const a = bulk ? parseIPv4(s) : parseIPv4Strict(s) ?? -1;
+    if (a < 0) this.fail(path, `must be an IPv4 address, got ${show(s)}`);
     return a;
   }
   cidr(v: unknown, path: string): Cidr {

@@ -127,7 +127,7 @@ function parseService(ctx: DocCtx, o: Obj, cfg: () => KubeTunConfig): ServicePor
   const cipText = ctx.str(spec.clusterIP, 'spec.clusterIP', true);
   if (cipText === 'None') return null; // headless: not proxied
   if (cipText === undefined || cipText === '') ctx.fail('spec.clusterIP', 'required (kube-tun does not allocate cluster IPs)');
-  const clusterIP = ctx.ip(cipText, 'spec.clusterIP');
+  const clusterIP = ctx.bulkIp(cipText, 'spec.clusterIP');
   const c = cfg();
   if (c.serviceCIDR && !cidrContains(c.serviceCIDR, clusterIP)) {
     ctx.fail('spec.clusterIP', `${cipText} is outside serviceCIDR ${formatCidr(c.serviceCIDR)}`);
@@ -135,7 +135,7 @@ function parseService(ctx: DocCtx, o: Obj, cfg: () => KubeTunConfig): ServicePor
   const externalIPs = ctx.arr(spec.externalIPs, 'spec.externalIPs')
     .map((v, i) => ctx.str(v, `spec.externalIPs[${i}]`))
     .filter((s) => !looksLikeIPv6(s))
-    .map((s, i) => ctx.ip(s, `spec.externalIPs[${i}]`));
+    .map((s, i) => ctx.bulkIp(s, `spec.externalIPs[${i}]`));
   const lbVIPs: number[] = [];
   if (type === 'LoadBalancer') {
     const st = ctx.obj(o.status, 'status', true) ?? {};
@@ -146,7 +146,7 @@ function parseService(ctx: DocCtx, o: Obj, cfg: () => KubeTunConfig): ServicePor
       const ip = ctx.str(io.ip, `${p}.ip`, true);
       // ipMode Proxy: the load balancer does not deliver to the VIP, so kube-proxy skips it.
       if (ip === undefined || ip === '' || looksLikeIPv6(ip) || io.ipMode === 'Proxy') return;
-      lbVIPs.push(ctx.ip(ip, `${p}.ip`));
+      lbVIPs.push(ctx.bulkIp(ip, `${p}.ip`));
     });
   }
   const ranges = ctx.arr(spec.loadBalancerSourceRanges, 'spec.loadBalancerSourceRanges')
@@ -234,7 +234,7 @@ function parseEndpointSlice(ctx: DocCtx, o: Obj): { key: string; service: string
     const eo = ctx.obj(ev, p)!;
     const addrs = ctx.arr(eo.addresses, `${p}.addresses`);
     if (addrs.length === 0) ctx.fail(`${p}.addresses`, 'at least one address is required');
-    const ip = ctx.ip(addrs[0], `${p}.addresses[0]`);
+    const ip = ctx.bulkIp(addrs[0], `${p}.addresses[0]`);
     const cond = ctx.obj(eo.conditions, `${p}.conditions`, true) ?? {};
     // nil ready/serving mean true, nil terminating means false (endpointslicecache.go).
     const ready = ctx.bool(cond.ready, `${p}.conditions.ready`, true);
