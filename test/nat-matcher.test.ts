@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import * as path from 'node:path';
 import fc from 'fast-check';
 import {
-  Chain, ClusterState, Match, Matcher, MatcherError, MatcherHandle, NAT_DNAT, NAT_DROP, NAT_NONE, NAT_REJECT, NatDecision,
+  Chain, ClusterState, Match, Matcher, MatcherError, NAT_DNAT, NAT_DROP, NAT_NONE, NAT_REJECT, NatDecision,
   Rule, RuleSet, Target, buildRules, cidrOf, compileMatcher, formatIPv4, loadConfig, makeNodeSettings, parseConfig,
   parseIPv4,
 } from '../src/nat';
@@ -289,13 +289,12 @@ describe('matcher: schedulers, affinity, state', () => {
     }
     expect(changedAfterTimeout).toBeGreaterThan(5);
     // a swapped-in matcher keeps the xt_recent tables (the kernel keeps them across a restore)
-    const handle = new MatcherHandle(m);
     const src = ip('10.1.236.99');
     m.match(TCP, src, ip('10.101.57.99'), 5000, 80, 5e7, d);
     const chosen = d.addr;
-    handle.swap(matcherFor(lab, 'worker-2', { previous: m }));
+    const next = matcherFor(lab, 'worker-2', { previous: m });
     for (let i = 0; i < 20; i++) {
-      handle.current.match(TCP, src, ip('10.101.57.99'), 5001 + i, 80, 5e7 + i, d);
+      next.match(TCP, src, ip('10.101.57.99'), 5001 + i, 80, 5e7 + i, d);
       expect(d.addr).toBe(chosen);
     }
   });

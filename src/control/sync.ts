@@ -2,10 +2,8 @@
 // data-path settings and the routing plan. Called at start and on every reload.
 import { performance } from 'node:perf_hooks';
 import * as fs from 'node:fs';
-import { loadConfig, makeNodeSettings, buildRules, compileMatcher, renderIptablesSave, ConfigError, importIptablesSave } from '../nat';
+import { loadConfig, makeNodeSettings, buildRules, compileMatcher, renderIptablesSave, ConfigError, importIptablesSave, countRules, formatCidr } from '../nat';
 import type { Matcher, ClusterState, NodeSettings, RuleSet } from '../nat';
-import { formatCidr } from '../nat/ip';
-import { countRules } from '../nat/rules/ir';
 import { IPIP_HEADER_LEN } from '../netstack/ipip';
 import type { DataPathSettings, RemoteNode } from '../datapath/pipeline';
 import { RoutingPlan, DEFAULT_TABLE_FROM_TUN, DEFAULT_TABLE_TO_TUN } from './routing';

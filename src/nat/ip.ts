@@ -1,5 +1,13 @@
 // IPv4 addresses as unsigned 32-bit host-order numbers (docs/CONTRACTS.md), CIDRs, and the
 // formatting helpers the renderer needs. Config-time code only: these allocate strings.
+//
+// One grammar, a strict dotted quad (four decimal octets, no leading zeros), in two
+// implementations tested to agree (test/nat-ip.test.ts): configs and flags read it with ipaddr.js
+// in its strict four-part-decimal form (parseIPv4Strict, parseCidrStrict), which refuses the
+// shorthand ipaddr.js otherwise accepts ("10.1", "0x0a.0.0.1"); the importer, and the addresses
+// of Service and EndpointSlice objects (thousands per manifest), read it with the codec layer's
+// allocation-free scanner (parseIPv4, parseCidr).
+import ipaddr from 'ipaddr.js';
 
 /** An IPv4 prefix. `mask` is the netmask as u32 (0 for /0). */
 export interface Cidr {
@@ -18,18 +26,34 @@ export function maskOf(len: number): number {
   return len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
 }
 
+/** A strict dotted quad read by ipaddr.js (for configs and flags); null when it is not one. */
+export function parseIPv4Strict(text: string): number | null {
+  if (!ipaddr.IPv4.isValidFourPartDecimal(text)) return null;
+  const o = ipaddr.IPv4.parse(text).octets;
+  return ((o[0] << 24) | (o[1] << 16) | (o[2] << 8) | o[3]) >>> 0;
+}
+
 /**
  * Parses "a.b.c.d/len" (or a bare address = /32 when `allowBare`). Returns null when invalid.
  * Like Go's net.ParseCIDR, host bits may be set; the network address is masked.
  */
 export function parseCidr(s: string, allowBare = false): Cidr | null {
+  return cidrOfText(s, allowBare, parseIPv4);
+}
+
+/** parseCidr for configs and flags: the address part read by parseIPv4Strict. */
+export function parseCidrStrict(s: string): Cidr | null {
+  return cidrOfText(s, false, (a) => parseIPv4Strict(a) ?? -1);
+}
+
+function cidrOfText(s: string, allowBare: boolean, parseAddr: (text: string) => number): Cidr | null {
   const slash = s.indexOf('/');
   if (slash < 0) {
     if (!allowBare) return null;
-    const a = parseIPv4(s);
+    const a = parseAddr(s);
     return a < 0 ? null : { addr: a, len: 32, mask: 0xffffffff };
   }
-  const a = parseIPv4(s.slice(0, slash));
+  const a = parseAddr(s.slice(0, slash));
   const lenText = s.slice(slash + 1);
   if (a < 0 || !/^\d{1,2}$/.test(lenText)) return null;
   const len = Number(lenText);

@@ -11,11 +11,16 @@ export function ipToString(n: number): string {
 
 /** Parses a strict dotted quad (no leading-zero octets, no shorthand, like Go's net.ParseIP); -1 when invalid. Allocates nothing. */
 export function tryParseIp(s: string): number {
-  const n = s.length;
+  return tryParseIpRange(s, 0, s.length);
+}
+
+/** tryParseIp on text[from, to), for parsers that read a larger text in place. */
+export function tryParseIpRange(text: string, from: number, to: number): number {
+  const n = to - from;
   if (n < 7 || n > 15) return -1;
   let v = 0, octet = 0, digits = 0, dots = 0, lead0 = false;
-  for (let i = 0; i < n; i++) {
-    const c = s.charCodeAt(i);
+  for (let i = from; i < to; i++) {
+    const c = text.charCodeAt(i);
     if (c === 46) { // '.'
       if (digits === 0 || dots === 3) return -1;
       v = v * 256 + octet;
@@ -31,7 +36,6 @@ export function tryParseIp(s: string): number {
   if (dots !== 3 || digits === 0) return -1;
   return (v * 256 + octet) >>> 0;
 }
-
 
 /** Like tryParseIp, but throws on anything that is not a strict dotted quad. */
 export function parseIp(s: string): number {

@@ -6,8 +6,8 @@
 // This is a second, deliberately simple interpreter of the IR (recursive, allocating); the tests
 // check the compiled Matcher against it.
 import { formatIPv4 } from '../ip';
-import { Match, Rule, RuleSet, Table, TableName, statisticMatchProbability } from '../rules/ir';
-import { withDefaultJumps } from './matcher';
+import { Match, Rule, RuleSet, Table, TableName, ruleProtoNum, statisticMatchProbability } from '../rules/ir';
+import { withDefaultJumps } from './compile';
 import { renderRule } from '../rules/render';
 
 export interface TracePacket {
@@ -313,7 +313,7 @@ export function tracePacket(
   node: { readonly localAddresses: readonly number[] },
   opts: TraceOptions = {},
 ): TraceResult {
-  const proto = typeof pkt.proto === 'number' ? pkt.proto : ({ icmp: 1, tcp: 6, udp: 17, sctp: 132 } as Record<string, number>)[pkt.proto.toLowerCase()];
-  if (proto === undefined) throw new RangeError(`unknown protocol "${pkt.proto}"`);
+  const proto = typeof pkt.proto === 'number' ? pkt.proto : ruleProtoNum(pkt.proto.toLowerCase());
+  if (proto < 0) throw new RangeError(`unknown protocol "${pkt.proto}"`);
   return traceRules(rs, node, { proto, src: pkt.src, dst: pkt.dst, sport: pkt.sport, dport: pkt.dport }, opts);
 }

@@ -1,7 +1,7 @@
 // Desired state: the service port map, the endpoints map and the nodes, as pure data (kube-proxy's
 // ServicePortMap / EndpointsMap), plus the per-node settings a proxier runs with. Nothing here knows
 // how the state is realised (rules, matcher, text): see build.ts.
-import { Cidr, cidrContains, formatIPv4 } from '../ip';
+import { Cidr } from '../ip';
 
 export type Protocol = 'TCP' | 'UDP' | 'SCTP';
 export type ServiceType = 'ClusterIP' | 'NodePort' | 'LoadBalancer';
@@ -134,18 +134,4 @@ export function servicePortNameString(sp: Pick<ServicePortInfo, 'namespace' | 'n
   // Before kubernetes#85779-era releases String() was always "%s:%s", leaving a trailing colon.
   if (legacy || sp.portName !== '') return `${sp.namespace}/${sp.name}:${sp.portName}`;
   return `${sp.namespace}/${sp.name}`;
-}
-
-export function isLocalAddress(node: Pick<NodeSettings, 'localAddresses'>, a: number): boolean {
-  if (a >>> 24 === 127) return true;
-  for (const l of node.localAddresses) if (l === a) return true;
-  return false;
-}
-
-export function describeNode(n: NodeSettings): string {
-  return `${n.nodeName} (${n.nodeIPs.map(formatIPv4).join(', ') || 'no node IP'})`;
-}
-
-export function inCidr(c: Cidr | null, a: number): boolean {
-  return c !== null && cidrContains(c, a);
 }

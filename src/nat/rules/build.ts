@@ -6,8 +6,9 @@
 import { endpointChainName, portProtoHash } from './chain-names';
 import { Cidr, cidrContains, cidrOf, parseCidr } from '../ip';
 import {
-  Chain, Match, PROTO_NUM, Rule, RuleSet, ServiceRef, Table, Target, kubeProxyProbability, l4Of, protoOf, rb, statisticRandom,
+  BUILTIN_CHAINS, Chain, Match, Rule, RuleSet, ServiceRef, Table, Target, kubeProxyProbability, l4Of, protoOf, rb, ruleProtoNum, statisticRandom,
 } from './ir';
+import { IPPROTO_TCP } from '../../netstack/proto';
 import { ClusterState, EndpointInfo, NodeSettings, ServicePortInfo, servicePortNameString } from '../model/state';
 
 export interface BuildOptions {
@@ -160,8 +161,8 @@ function buildModern(state: ClusterState, node: NodeSettings, opts: BuildOptions
   const filter = new TableBuilder('filter');
   const nat = new TableBuilder('nat');
   if (includeJumps) {
-    for (const c of ['INPUT', 'FORWARD', 'OUTPUT']) filter.builtin(c);
-    for (const c of ['PREROUTING', 'INPUT', 'OUTPUT', 'POSTROUTING']) nat.builtin(c);
+    for (const c of BUILTIN_CHAINS.filter) filter.builtin(c);
+    for (const c of BUILTIN_CHAINS.nat) nat.builtin(c);
   }
   for (const c of ['KUBE-SERVICES', 'KUBE-EXTERNAL-SERVICES', 'KUBE-FORWARD', 'KUBE-NODEPORTS', 'KUBE-PROXY-FIREWALL']) filter.chain(c);
   if (localhostNP) filter.chain('KUBE-FIREWALL');
@@ -215,7 +216,7 @@ function buildModern(state: ClusterState, node: NodeSettings, opts: BuildOptions
   for (const sp of state.servicePorts) {
     const svc = services.length;
     const proto = sp.protocol.toLowerCase();
-    const pnum = PROTO_NUM[proto];
+    const pnum = ruleProtoNum(proto);
     const name = servicePortNameString(sp);
     services.push({ name, protocol: proto, key: sp.key });
     const eps = state.endpoints[sp.key] ?? [];
@@ -289,7 +290,7 @@ function buildModern(state: ClusterState, node: NodeSettings, opts: BuildOptions
     }
     // Capture healthCheckNodePorts.
     if (sp.healthCheckNodePort !== 0) {
-      filter.rule('KUBE-NODEPORTS', rb().comment(`${name} health check node port`).l4proto(PROTO_NUM.tcp).dport(sp.healthCheckNodePort).build({ kind: 'ACCEPT' }, svc));
+      filter.rule('KUBE-NODEPORTS', rb().comment(`${name} health check node port`).l4proto(IPPROTO_TCP).dport(sp.healthCheckNodePort).build({ kind: 'ACCEPT' }, svc));
     }
 
     // Internal traffic handling.
@@ -417,8 +418,8 @@ function buildLegacy(state: ClusterState, node: NodeSettings, opts: BuildOptions
   const filter = new TableBuilder('filter');
   const nat = new TableBuilder('nat');
   if (includeJumps) {
-    for (const c of ['INPUT', 'FORWARD', 'OUTPUT']) filter.builtin(c);
-    for (const c of ['PREROUTING', 'INPUT', 'OUTPUT', 'POSTROUTING']) nat.builtin(c);
+    for (const c of BUILTIN_CHAINS.filter) filter.builtin(c);
+    for (const c of BUILTIN_CHAINS.nat) nat.builtin(c);
   }
   for (const c of ['KUBE-SERVICES', 'KUBE-EXTERNAL-SERVICES', 'KUBE-FORWARD', 'KUBE-FIREWALL']) filter.chain(c);
   for (const c of ['KUBE-SERVICES', 'KUBE-NODEPORTS', 'KUBE-POSTROUTING', 'KUBE-MARK-MASQ', 'KUBE-MARK-DROP']) nat.chain(c);
@@ -443,7 +444,7 @@ function buildLegacy(state: ClusterState, node: NodeSettings, opts: BuildOptions
   for (const sp of state.servicePorts) {
     const svc = services.length;
     const proto = sp.protocol.toLowerCase();
-    const pnum = PROTO_NUM[proto];
+    const pnum = ruleProtoNum(proto);
     const name = servicePortNameString(sp, true);
     services.push({ name, protocol: proto, key: sp.key });
     // Legacy kube-proxy used every ready endpoint for everything (no terminating fallback, no iTP).

@@ -7,11 +7,32 @@
 // renders back in kube-proxy's argument order ("-m comment … -m tcp -p tcp -d X --dport N ! -s C"),
 // while the iptables-save order (header first, then matches) is derived from the same data.
 import { Cidr, formatFixed } from '../ip';
+import { IPPROTO_ICMP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, PROTO_NAME, PROTO_NUM } from '../../netstack/proto';
 
 export type TableName = 'filter' | 'nat' | 'mangle' | 'raw';
 
-export const PROTO_NUM: Readonly<Record<string, number>> = { icmp: 1, tcp: 6, udp: 17, sctp: 132 };
-export const PROTO_NAME: Readonly<Record<number, string>> = { 1: 'icmp', 6: 'tcp', 17: 'udp', 132: 'sctp' };
+/**
+ * The protocols rules name (-p NAME, -m NAME): kube-proxy writes tcp, udp and sctp, hand-written
+ * rules icmp. Others are read and written by number: iptables resolves other names through
+ * /etc/protocols, whose names are not always the ones conntrack prints (there "ipip" is 94, not 4).
+ */
+const RULE_PROTOCOLS: ReadonlySet<number> = new Set([IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP]);
+
+/** The number of a protocol a rule names (lower-case), or -1 when rules do not name it. */
+export function ruleProtoNum(name: string): number {
+  const n = Object.prototype.hasOwnProperty.call(PROTO_NUM, name) ? PROTO_NUM[name] : -1;
+  return RULE_PROTOCOLS.has(n) ? n : -1;
+}
+
+/** A protocol as a rule writes it: its name, or its number when rules do not name it. */
+export function ruleProtoName(proto: number): string {
+  return RULE_PROTOCOLS.has(proto) ? PROTO_NAME[proto] : String(proto);
+}
+
+/** The protocols whose ports --dport/--sport match (-m tcp, udp, sctp), and the matcher indexes. */
+export function hasRulePorts(proto: number): boolean {
+  return proto === IPPROTO_TCP || proto === IPPROTO_UDP || proto === IPPROTO_SCTP;
+}
 
 export type Match =
   | { kind: 'src'; cidr: Cidr; inv: boolean }
@@ -89,20 +110,13 @@ export interface RuleSet {
   };
 }
 
+/** Each table's built-in chains, in iptables-save's order (the hooks the kernel calls them from). */
 export const BUILTIN_CHAINS: Readonly<Record<TableName, readonly string[]>> = {
   filter: ['INPUT', 'FORWARD', 'OUTPUT'],
   nat: ['PREROUTING', 'INPUT', 'OUTPUT', 'POSTROUTING'],
   mangle: ['PREROUTING', 'INPUT', 'FORWARD', 'OUTPUT', 'POSTROUTING'],
   raw: ['PREROUTING', 'OUTPUT'],
 };
-
-export function findTable(rs: RuleSet, name: TableName): Table | undefined {
-  return rs.tables.find((t) => t.name === name);
-}
-
-export function findChain(t: Table | undefined, name: string): Chain | undefined {
-  return t?.chains.find((c) => c.name === name);
-}
 
 export function countRules(rs: RuleSet): number {
   let n = 0;

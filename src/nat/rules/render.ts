@@ -11,7 +11,7 @@
 import { goHex08 } from './build';
 import { Cidr, formatCidr, formatIPv4 } from '../ip';
 import {
-  Chain, Match, PROTO_NAME, Rule, RuleSet, Table, Target, formatProbabilityIptablesSave,
+  Chain, Match, Rule, RuleSet, Table, Target, formatProbabilityIptablesSave, ruleProtoName,
 } from './ir';
 
 export interface RenderOptions {
@@ -76,7 +76,7 @@ function ports(lo: number, hi: number): string {
 }
 
 function l4Name(r: Rule): string {
-  for (const m of r.matches) if (m.kind === 'l4' || m.kind === 'proto') return PROTO_NAME[m.proto] ?? String(m.proto);
+  for (const m of r.matches) if (m.kind === 'l4' || m.kind === 'proto') return ruleProtoName(m.proto);
   return 'tcp';
 }
 
@@ -86,8 +86,8 @@ function renderMatch(m: Match, st: Style, parts: string[]): void {
   switch (m.kind) {
     case 'src': parts.push(`${neg(m.inv)}-s ${addr(m.cidr, st)}`); return;
     case 'dst': parts.push(`${neg(m.inv)}-d ${addr(m.cidr, st)}`); return;
-    case 'proto': parts.push(`${neg(m.inv)}-p ${PROTO_NAME[m.proto] ?? m.proto}`); return;
-    case 'l4': parts.push(`-m ${PROTO_NAME[m.proto] ?? m.proto}`); return;
+    case 'proto': parts.push(`${neg(m.inv)}-p ${ruleProtoName(m.proto)}`); return;
+    case 'l4': parts.push(`-m ${ruleProtoName(m.proto)}`); return;
     case 'sport': parts.push(`${neg(m.inv)}--sport ${ports(m.lo, m.hi)}`); return;
     case 'dport': parts.push(`${neg(m.inv)}--dport ${ports(m.lo, m.hi)}`); return;
     case 'comment': parts.push(`-m comment --comment ${quote(m.text, st.save)}`); return;
@@ -146,7 +146,7 @@ function renderSaveOrder(r: Rule, st: Style, parts: string[]): void {
     if (m.kind === 'l4' || m.kind === 'dport' || m.kind === 'sport') {
       if (l4done) continue;
       l4done = true;
-      parts.push(`-m ${m.kind === 'l4' ? PROTO_NAME[m.proto] ?? m.proto : l4Name(r)}`);
+      parts.push(`-m ${m.kind === 'l4' ? ruleProtoName(m.proto) : l4Name(r)}`);
       for (const o of l4opts) renderMatch(o, st, parts);
       continue;
     }
