@@ -28,16 +28,11 @@ export const WRITE_STAT = { PACKETS: 0, BYTES: 1, BACKPRESSURE: 2, ERRORS: 3, LA
  * VNET_*): packet i's flags are vnet[i * VNET.FIELDS + VNET.FLAGS], and so on.
  */
 export const VNET = { FLAGS: 0, GSO_TYPE: 1, HDR_LEN: 2, GSO_SIZE: 3, CSUM_START: 4, CSUM_OFFSET: 5, FIELDS: 6 } as const;
-/** virtio_net_hdr.flags bits. */
-export const VIRTIO_NET_HDR_F_NEEDS_CSUM = 1;
-export const VIRTIO_NET_HDR_F_DATA_VALID = 2;
-/** virtio_net_hdr.gso_type values (| GSO_ECN). */
-export const VIRTIO_NET_HDR_GSO_NONE = 0;
-export const VIRTIO_NET_HDR_GSO_TCPV4 = 1;
-export const VIRTIO_NET_HDR_GSO_UDP = 3;
-export const VIRTIO_NET_HDR_GSO_TCPV6 = 4;
-export const VIRTIO_NET_HDR_GSO_UDP_L4 = 5;
-export const VIRTIO_NET_HDR_GSO_ECN = 0x80;
+// virtio_net_hdr flag bits and gso_type values: named once, in netstack's codec of the header.
+export {
+  VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4,
+  VIRTIO_NET_HDR_GSO_UDP, VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP_L4, VIRTIO_NET_HDR_GSO_ECN,
+} from '../netstack/vnet';
 
 /** TUNSETOFFLOAD bits (linux/if_tun.h); TunDevice.offload holds the set that took effect. */
 export const TUN_F = { CSUM: 0x01, TSO4: 0x02, TSO6: 0x04, TSO_ECN: 0x08, UFO: 0x10, USO4: 0x20, USO6: 0x40 } as const;
