@@ -443,7 +443,12 @@ describe('daemon config file', () => {
       ['masqueradeAll: "yes"', /masqueradeAll: expected true or false/],
       ['config: 3', /config: expected a list of file paths/],
       ['metricsBindAddress: 127.0.0.1:http', /metricsBindAddress: bind address "127.0.0.1:http": port must be 0-65535/],
-      ['clusterCIDR: 10.244.0.0', /clusterCIDR: "10.244.0.0" is not a CIDR/],
+      ['clusterCIDR: 10.244.0.0', /clusterCIDR: "10.244.0.0" is not an IPv4 CIDR/],
+      ['clusterCIDR: fd00::/8', /clusterCIDR: "fd00::\/8" is not an IPv4 CIDR/],
+      // ipaddr.js alone would take these: the config's one grammar is four decimal parts.
+      ['nodeIPs: ["10.1"]', /nodeIPs: "10.1" is not an IPv4 address/],
+      ['nodeIPs: [0x0a.0.0.1]', /nodeIPs: "0x0a.0.0.1" is not an IPv4 address/],
+      ['nodeIPs: ["::1"]', /nodeIPs: "::1" is not an IPv4 address/],
       ['logLevel: loud', /logLevel: expected one of fatal, error, warn, info, debug, trace, silent/],
       ['tun: this-name-is-too-long', /tun: "this-name-is-too-long" is not a valid interface name/],
       ['syncPeriod: 30', /syncPeriod: expected a duration/],

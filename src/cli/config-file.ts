@@ -28,7 +28,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as YAML from 'yaml';
-import ipaddr from 'ipaddr.js';
+import { parseCidrStrict, parseIPv4Strict } from '../nat';
 import { parseBindAddress } from '../ops/http';
 import { INT_FLAG_RANGE, interfaceNameProblem } from './flags';
 import type { FlagName, IntFlagName } from './flags';
@@ -168,14 +168,14 @@ function checkValue(spec: KeySpec, v: unknown, baseDir: string): unknown {
     case 'cidr': {
       if (typeof v !== 'string') throw expect('a CIDR such as 10.244.0.0/16');
       for (const part of v.split(',')) {
-        try { ipaddr.parseCIDR(part.trim()); } catch { throw new Error(`"${part.trim()}" is not a CIDR such as 10.244.0.0/16`); }
+        if (parseCidrStrict(part.trim()) === null) throw new Error(`"${part.trim()}" is not an IPv4 CIDR such as 10.244.0.0/16`);
       }
       return v;
     }
     case 'ipList': {
       const list = typeof v === 'string' ? [v] : v;
       if (!Array.isArray(list) || list.some((x) => typeof x !== 'string')) throw expect('a list of IP addresses');
-      for (const ip of list as string[]) if (!ipaddr.isValid(ip)) throw new Error(`"${ip}" is not an IP address`);
+      for (const ip of list as string[]) if (parseIPv4Strict(ip) === null) throw new Error(`"${ip}" is not an IPv4 address (four decimal parts)`);
       return list;
     }
     case 'bindAddress':
