@@ -2,7 +2,7 @@
 // the pipeline, write what it forwards and what it generated (ICMP errors), with the pcap tap
 // seeing each batch on the way in and out. One slab serves both sources: the reads never overlap.
 import { performance } from 'node:perf_hooks';
-import { PacketBatch } from '../io';
+import { PacketBatch, OFFLOAD_SLOT_SIZE, SLOT_SIZE } from '../io';
 import type { TunDevice, IpipSocket } from '../io';
 import type { PcapTap } from '../io/pcap';
 import type { Pipeline } from './pipeline';
@@ -12,14 +12,19 @@ import { BATCH } from './batch-size';
 const MAX_BATCHES_PER_WAKEUP = 16;
 
 export class BatchLoop {
-  private readonly batch = new PacketBatch(BATCH);
+  private readonly batch: PacketBatch;
 
   constructor(
     private readonly pipeline: Pipeline,
     private readonly tap: PcapTap,
     private readonly tun: TunDevice,
     private readonly ipip: IpipSocket | undefined,
-  ) {}
+  ) {
+    // Offload: TUN reads return super-packets, and IPIP reads leave room for GRO to grow them.
+    const o = pipeline.offload;
+    this.batch = new PacketBatch(BATCH, o !== undefined ? OFFLOAD_SLOT_SIZE : SLOT_SIZE);
+    if (o !== undefined) o.flush = () => this.flushIpipOut(performance.now());
+  }
 
   /** From now on each source is drained whenever it becomes readable. */
   start(): void {
@@ -36,6 +41,7 @@ export class BatchLoop {
       p.processTunBatch(b, now);
       tap.egress(b, now);
       tun.write(b);
+      this.flushIpipOut(now);
       this.flushGenerated(now);
     }
   }
@@ -49,7 +55,18 @@ export class BatchLoop {
       p.processIpipBatch(b, now);
       tap.egress(b, now);
       this.tun.write(b);
+      this.flushIpipOut(now);
       this.flushGenerated(now);
+    }
+  }
+
+  /** Offload mode: what the pipeline encapsulated for other nodes (OffloadEgress.out). */
+  private flushIpipOut(now: number): void {
+    const o = this.pipeline.offload?.out;
+    if (o !== undefined && o.count > 0) {
+      this.tap.egress(o, now);
+      this.tun.write(o);
+      o.count = 0;
     }
   }
 
