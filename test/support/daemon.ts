@@ -13,7 +13,28 @@ export interface RunningDaemon {
   stop(): Promise<void>;
 }
 
-export async function startKubeTun(lab: Lab, node: NodeName, extra: string[] = [], config = LAB_CONFIG): Promise<RunningDaemon> {
+/** `--offload` values the lab scenarios run with (describe.each over them). */
+export const OFFLOAD_MODES = ['on', 'off'] as const;
+export type OffloadMode = (typeof OFFLOAD_MODES)[number];
+
+/**
+ * Starts kube-tun on `node`; with `offload`, passes --offload and checks from the daemon's log that
+ * the mode took effect (the TUN has the vnet header exactly when offload is on).
+ */
+export async function startKubeTun(lab: Lab, node: NodeName, extra: string[] = [], config = LAB_CONFIG, offload?: OffloadMode): Promise<RunningDaemon> {
+  const d = await spawnKubeTun(lab, node, offload === undefined ? extra : ['--offload', offload, ...extra], config);
+  if (offload !== undefined) {
+    const open = d.log().split('\n').reverse().find((l) => l.includes('"msg":"tun device open"'));
+    const rec = open === undefined ? undefined : JSON.parse(open);
+    if (rec?.offload !== offload || rec?.vnetHdr !== (offload === 'on')) {
+      await d.stop();
+      throw new Error(`kube-tun on ${node}: --offload ${offload} did not take effect: ${open}`);
+    }
+  }
+  return d;
+}
+
+async function spawnKubeTun(lab: Lab, node: NodeName, extra: string[], config: string): Promise<RunningDaemon> {
   const short = NODES.find((n) => n.name === node)!.short;
   const socket = path.join(lab.dir, `${short}.sock`);
   const logFile = path.join(lab.dir, `kube-tun-${short}.log`);
@@ -45,6 +66,20 @@ export async function startKubeTun(lab: Lab, node: NodeName, extra: string[] = [
     await sleep(50);
   }
   throw new Error(`kube-tun on ${node} not ready after 15 s:\n${d.log()}`);
+}
+
+/**
+ * A file of `bytes` random bytes at `file` (for nginx to serve) and its sha256. Written by the
+ * kernel's generator and hashed by sha256sum: a 1 GB file never passes through this process.
+ */
+export function randomFile(file: string, bytes: number): string {
+  execFileSync('sh', ['-c', `head -c ${bytes} /dev/urandom > "$1"`, 'sh', file]);
+  return execFileSync('sha256sum', [file], { encoding: 'utf8' }).split(' ')[0];
+}
+
+/** sha256 of what `curl` downloads from `url` inside namespace `ns` (bounded by maxTimeS). */
+export function downloadSha256(lab: Lab, ns: string, url: string, maxTimeS: number): string {
+  return lab.exec(ns, ['sh', '-c', `curl -sf --max-time ${maxTimeS} "$1" | sha256sum`, 'sh', url]).split(' ')[0];
 }
 
 /** Parse demoapp-style answers: "ClientIP: a, ServerName: n, ServerIP: s". */
