@@ -1,11 +1,8 @@
 // Issue 2 acceptance: one node, real namespaces, real nginx, kube-tun doing the service NAT.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { spawn } from 'node:child_process';
-import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import { Lab, sleep } from '../scripts/lab';
-import { startKubeTun, OFFLOAD_MODES, randomFile, downloadSha256, RunningDaemon, parseAnswers, countBy, binomialBound } from './support/daemon';
+import { startKubeTun, OFFLOAD_MODES, bigFileFixture, downloadBlobSha256, RunningDaemon, parseAnswers, countBy, binomialBound } from './support/daemon';
 
 const VIP = '10.99.64.233';
 let lab: Lab;
@@ -15,10 +12,7 @@ function curl(ns: string, url: string, extra: string[] = []): string {
   return lab.exec(ns, ['curl', '-s', '--max-time', '5', ...extra, url]);
 }
 /** 1 GiB for nginx to serve, made once per file (hard-linked into each lab's nginx directories). */
-const BIG = path.join(os.tmpdir(), `kube-tun-big-${process.pid}`);
-let bigSha = '';
-beforeAll(() => { bigSha = randomFile(BIG, 1 << 30); }, 60_000);
-afterAll(() => fs.rmSync(BIG, { force: true }));
+const BIG = bigFileFixture('datapath-1g', 1 << 30);
 
 describe.each(OFFLOAD_MODES)('--offload %s', (offload) => {
   beforeAll(async () => {
@@ -125,12 +119,7 @@ describe.each(OFFLOAD_MODES)('--offload %s', (offload) => {
     });
 
     it('1 GiB from nginx through the ClusterIP to a pod on the same node arrives with the right sha256', () => {
-      for (const p of ['nginx1', 'nginx2']) {
-        const blob = path.join(lab.dir, p, 'blob'); // the file the lab's nginx serves at /blob
-        fs.rmSync(blob, { force: true });
-        fs.linkSync(BIG, blob);
-      }
-      expect(downloadSha256(lab, lab.podNs('client1'), `http://${VIP}:9999/blob`, 150)).toBe(bigSha);
+      expect(downloadBlobSha256(lab, BIG.file, lab.podNs('client1'), `http://${VIP}:9999/blob`, 150)).toBe(BIG.sha);
     }, 160_000);
   });
 });

@@ -3,10 +3,9 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { Lab, sleep, DNS_NAME, DNS_ANSWER } from '../scripts/lab';
-import { startKubeTun, OFFLOAD_MODES, randomFile, downloadSha256, RunningDaemon, parseAnswers, countBy, binomialBound } from './support/daemon';
+import { startKubeTun, OFFLOAD_MODES, bigFileFixture, downloadBlobSha256, RunningDaemon, parseAnswers, countBy, binomialBound } from './support/daemon';
 
 const VIP = '10.99.64.233';
 let lab: Lab;
@@ -29,10 +28,7 @@ async function capture(port: string, filter: string, fields: string[], fn: () =>
   return out.trim().split('\n').filter(Boolean);
 }
 /** 1 GiB for nginx to serve, made once per file (hard-linked into each lab's nginx directories). */
-const BIG = path.join(os.tmpdir(), `kube-tun-big-${process.pid}`);
-let bigSha = '';
-beforeAll(() => { bigSha = randomFile(BIG, 1 << 30); }, 60_000);
-afterAll(() => fs.rmSync(BIG, { force: true }));
+const BIG = bigFileFixture('twonode-1g', 1 << 30);
 
 describe.each(OFFLOAD_MODES)('--offload %s', (offload) => {
   beforeAll(async () => {
@@ -165,12 +161,7 @@ describe.each(OFFLOAD_MODES)('--offload %s', (offload) => {
     });
 
     it('1 GiB from nginx on worker-1 through the ClusterIP to a pod on worker-2 (IPIP) arrives with the right sha256', () => {
-      for (const p of ['nginx1', 'nginx2']) {
-        const blob = path.join(lab.dir, p, 'blob'); // the file the lab's nginx serves at /blob
-        fs.rmSync(blob, { force: true });
-        fs.linkSync(BIG, blob);
-      }
-      expect(downloadSha256(lab, lab.podNs('client'), `http://${VIP}:9999/blob`, 150)).toBe(bigSha);
+      expect(downloadBlobSha256(lab, BIG.file, lab.podNs('client'), `http://${VIP}:9999/blob`, 150)).toBe(BIG.sha);
     }, 160_000);
   });
 });

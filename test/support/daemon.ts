@@ -1,6 +1,8 @@
 // Start kube-tun (the compiled CLI) inside a lab node namespace and talk to it.
 import { execFileSync, ChildProcess } from 'node:child_process';
+import { beforeAll, afterAll } from 'vitest';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { Lab, LAB_CONFIG, REPO_ROOT, NodeName, NODES, sleep } from '../../scripts/lab';
 
@@ -77,8 +79,27 @@ export function randomFile(file: string, bytes: number): string {
   return execFileSync('sha256sum', [file], { encoding: 'utf8' }).split(' ')[0];
 }
 
-/** sha256 of what `curl` downloads from `url` inside namespace `ns` (bounded by maxTimeS). */
-export function downloadSha256(lab: Lab, ns: string, url: string, maxTimeS: number): string {
+/**
+ * A random file of `bytes` for this test file: made in beforeAll, removed in afterAll; `sha` is its
+ * sha256 once made. `tag` keeps files of test files that share a process apart.
+ */
+export function bigFileFixture(tag: string, bytes: number): { file: string; sha: string } {
+  const f = { file: path.join(os.tmpdir(), `kube-tun-${tag}-${process.pid}.bin`), sha: '' };
+  beforeAll(() => { f.sha = randomFile(f.file, bytes); }, 60_000);
+  afterAll(() => fs.rmSync(f.file, { force: true }));
+  return f;
+}
+
+/**
+ * Serves `file` as /blob from nginx1 and nginx2 (hard links into the lab's nginx directories) and
+ * returns the sha256 of what `curl` downloads from `url` inside namespace `ns` (bounded by maxTimeS).
+ */
+export function downloadBlobSha256(lab: Lab, file: string, ns: string, url: string, maxTimeS: number): string {
+  for (const p of ['nginx1', 'nginx2']) {
+    const blob = path.join(lab.dir, p, 'blob'); // the file the lab's nginx serves at /blob
+    fs.rmSync(blob, { force: true });
+    fs.linkSync(file, blob);
+  }
   return lab.exec(ns, ['sh', '-c', `curl -sf --max-time ${maxTimeS} "$1" | sha256sum`, 'sh', url]).split(' ')[0];
 }
 
