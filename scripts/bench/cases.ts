@@ -321,7 +321,7 @@ export async function offload(ctx: Ctx): Promise<CaseResult> {
     } finally {
       await ctx.env.setOffload('on');
     }
-    c.notes.push('Offload on: the TUN has IFF_VNET_HDR and TUNSETOFFLOAD(CSUM|TSO4|TSO6): the kernel hands kube-tun TSO super-packets of up to 64 KiB; towards IPIP kube-tun cuts them into 1480-byte packets itself (one TUN write each), and coalesces what arrives over IPIP (GRO). "kB per TUN read" shows the super-packets.');
+    c.notes.push('Offload on: the TUN has IFF_VNET_HDR and TUNSETOFFLOAD(CSUM|TSO4|TSO6): the kernel hands kube-tun TSO super-packets of up to 64 KiB; towards IPIP kube-tun cuts them into 1480-byte packets itself and sends them with one sendmmsg() per batch on its raw IPIP socket, and coalesces what arrives over IPIP (GRO). "kB per TUN read" shows the super-packets.');
   });
   return c;
 }

@@ -60,12 +60,12 @@ export class BatchLoop {
     }
   }
 
-  /** Offload mode: what the pipeline encapsulated for other nodes (OffloadEgress.out). */
+  /** Offload mode: what the pipeline encapsulated for other nodes (OffloadEgress.out), in one sendmmsg(). */
   private flushIpipOut(now: number): void {
     const o = this.pipeline.offload?.out;
     if (o !== undefined && o.count > 0) {
       this.tap.egress(o, now);
-      this.tun.write(o);
+      (this.ipip ?? this.tun).write(o);
       o.count = 0;
     }
   }

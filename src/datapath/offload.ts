@@ -9,8 +9,9 @@
 //   has no gso_type for it), so a packet for another node is copied (a super-packet: cut by
 //   segmentTcp/segmentUdp at its gso_size) into `out`, a batch of plain slots, and encapsulated
 //   there with a zero vnet header each. Every packet for another node goes through `out`, small ones
-//   included, so a flow's packets keep their order; the loop writes `out` after the batch it came
-//   from, and whenever it fills up (`flush`).
+//   included, so a flow's packets keep their order; the loop sends `out` after the batch it came
+//   from, and whenever it fills up (`flush`), through the raw IPIP socket: one sendmmsg() per batch
+//   instead of one TUN write() per segment (measured: 0.62 -> 0.95 Gbit/s cross-node, 1 stream).
 // - coalesce(): packets from another node are merged (coalesceTcp, GRO) after decapsulation and NAT
 //   into super-packets with a GSO vnet header, so the kernel handles one skb instead of ~44. The
 //   header coalesceTcp writes in front of each packet moves into batch.vnet (the native write sends
@@ -33,7 +34,7 @@ export interface IpipPeer {
 export const IPIP_OUT_CAPACITY = 256;
 
 export class OffloadEgress {
-  /** Packets for other nodes, encapsulated, written to the TUN by the loop (vnet headers all zero). */
+  /** Packets for other nodes, encapsulated (whole outer packets; vnet headers all zero), sent by the loop. */
   readonly out = new PacketBatch(IPIP_OUT_CAPACITY, SLOT_SIZE);
   /** Writes and empties `out` (set by the loop); the default only empties it (no I/O: unit tests). */
   flush: () => void = () => { this.out.count = 0; };
