@@ -188,6 +188,13 @@ Napi::Value OpenIpipSocket(const Napi::CallbackInfo& info) {
     ThrowErrno(env, "setsockopt", "IP_HDRINCL", err);
     return env.Undefined();
   }
+  // A peer's software-GSO batches arrive in bursts of hundreds of 1500-byte packets, which overflow
+  // the default receive buffer (~208 KB: every overflow is a TCP retransmission). Ask for 8 MiB
+  // (FORCE: root may exceed rmem_max); best effort, the default still works.
+  int rcvbuf = 8 << 20;
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf)) < 0) {
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+  }
   return Napi::Number::New(env, fd);
 }
 

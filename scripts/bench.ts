@@ -10,12 +10,12 @@ import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { REPO_ROOT, IptablesBackend, renderKernelRules } from './lab';
 import { BenchEnv, CLI, PROBE, BASE_CONFIGS, collectStaleBenchLabs } from './bench/env';
-import { Ctx, Params, connRate, bulk, udp, latency, crossNode, memory, scaleCase, scaleStep, rulesCase, rulesStep } from './bench/cases';
+import { Ctx, Params, connRate, bulk, udp, latency, crossNode, offload, memory, scaleCase, scaleStep, rulesCase, rulesStep } from './bench/cases';
 import { BenchResult, CaseResult } from './bench/results';
 import { markdown, svg } from './bench/report';
 import { killAllRunning, tryText, abort } from './bench/exec';
 
-export const CASES = ['conn-rate', 'bulk', 'udp', 'latency', 'rules', 'memory', 'scale', 'cross-node'] as const;
+export const CASES = ['conn-rate', 'bulk', 'udp', 'latency', 'rules', 'memory', 'scale', 'cross-node', 'offload'] as const;
 type CaseId = (typeof CASES)[number];
 
 const USAGE = `usage: npm run bench -- [--quick | --tiny] [--only CASE[,CASE…]] [--reps N] [--backends legacy,nft] [--out DIR] [--no-latest]
@@ -177,6 +177,7 @@ export async function main(argv: string[]): Promise<number> {
     if (want('udp')) byId.set('udp', await udp(ctx));
     if (want('latency')) byId.set('latency', await latency(ctx));
     if (want('cross-node')) byId.set('cross-node', await crossNode(ctx));
+    if (want('offload')) byId.set('offload', await offload(ctx));
     if (want('memory')) byId.set('memory', await memory(ctx));
     if (want('scale') || want('rules')) {
       const sc = want('scale') ? scaleCase(ctx) : undefined, rc = want('rules') ? rulesCase(ctx) : undefined;

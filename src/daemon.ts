@@ -7,7 +7,7 @@ import { performance } from 'node:perf_hooks';
 import * as fs from 'node:fs';
 import type * as net from 'node:net';
 import type { Logger } from 'pino';
-import { TunDevice, IpipSocket } from './io';
+import { TunDevice, IpipSocket, offloadNames } from './io';
 import { PcapTap } from './io/pcap';
 import { ConntrackTable } from './conntrack';
 import { Pipeline } from './datapath/pipeline';
@@ -21,6 +21,12 @@ import { createMetricsServer, MetricsServer, SyncRecorder } from './ops/metrics'
 import { createHealthServer, HealthServer } from './ops/health';
 import { ConntrackEvents } from './ops/events';
 import { daemonStats, pipelineMetricsSource, type DataPathIo } from './ops/stats';
+
+/** `kube-tun run`'s options: the sync options plus the data path's own. */
+export interface RunOptions extends DaemonOptions {
+  /** `--offload on|off` (default on): TUN vnet header + TSO/checksum offloads, GSO/GRO in userspace. */
+  offload?: boolean;
+}
 
 const SWEEP_INTERVAL_MS = 1000;
 const SWEEP_BUDGET = 4096;
@@ -50,7 +56,7 @@ export class Daemon {
   private metrics?: MetricsServer;
   private health?: HealthServer;
 
-  constructor(private readonly opts: DaemonOptions, private readonly log: Logger) {
+  constructor(private readonly opts: RunOptions, private readonly log: Logger) {
     this.tap = new PcapTap({ onStop: (s) => this.log.info(s, 'pcap stopped') });
     this.failed = new Promise((resolve) => { this.fail = resolve; });
   }
@@ -78,9 +84,14 @@ export class Daemon {
     this.ct = new ConntrackTable({ max: this.opts.ctMax });
     this.events = new ConntrackEvents(this.ct, this.log);
     this.ct.onEvent = (type, slot) => this.events.onEvent(type, slot);
-    this.pipeline = new Pipeline(settings, matcher, this.ct);
-    this.tun = TunDevice.open(this.opts.tun);
-    this.log.info({ tun: this.tun.name, node: this.opts.node }, 'tun device open');
+    // Offload off is exactly the plain path (TUNSETOFFLOAD(0), 2048-byte slots). On, a kernel that
+    // refuses the vnet header leaves a plain device: the pipeline follows what took effect.
+    const tun = this.tun = TunDevice.open(this.opts.tun, this.opts.offload !== false ? { vnetHdr: true, offload: true } : undefined);
+    this.pipeline = new Pipeline(settings, matcher, this.ct, tun.vnetHdr);
+    this.log.info({
+      tun: tun.name, node: this.opts.node, offload: this.opts.offload !== false ? 'on' : 'off', vnetHdr: tun.vnetHdr,
+      offloads: offloadNames(tun.offload), requested: offloadNames(tun.offloadRequested), vnetRefused: tun.vnetRefused,
+    }, 'tun device open');
     this.routingInstalled = true; // a partial setup is torn down too
     setupRouting(plan);
     this.log.info({ serviceCIDR: plan.serviceCIDR, remotePodCIDRs: plan.remotePodCIDRs }, 'routing installed');

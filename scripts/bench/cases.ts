@@ -8,7 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { NodeName, renderKernelRules, IptablesBackend, sleep } from '../lab';
 import { BenchEnv, SVC, ServiceTarget, BASE_CONFIGS, CT_MAX } from './env';
-import { CaseResult, MetricDef, VariantId, newCase, summarizeCase, directNotes, VARIANT_SHORT } from './results';
+import { CaseResult, MetricDef, VariantId, newCase, summarizeCase, directNotes, VARIANT_SHORT, isKubeTun } from './results';
 import { ab, nstat, delta, iperf3, rr, connectLatency, flood } from './tools';
 import { writeScaleConfig, EXTRA_ENDPOINT } from './gen-config';
 import { partialRestore, fullSyncRestore, countRules } from './rules-diff';
@@ -58,7 +58,7 @@ interface Expect { conns?: number; packets?: number; bytes?: number; ipip?: bool
  */
 async function pathProbe(ctx: Ctx, v: VariantId, node: NodeName, t: ServiceTarget): Promise<(e: Expect) => Promise<string>> {
   const env = ctx.env;
-  if (v === 'kube-tun' || v === 'kube-tun-direct') {
+  if (isKubeTun(v)) {
     const s0 = await env.ktStats(node);
     const peer: NodeName = node === 'worker-1' ? 'worker-2' : 'worker-1';
     const p0 = await env.ktStats(peer);
@@ -71,7 +71,7 @@ async function pathProbe(ctx: Ctx, v: VariantId, node: NodeName, t: ServiceTarge
       const what = `kube-tun ${node}: +${dnat} DNAT, +${rx} packets (${fmt(rxB / 1e6)} MB) read from its TUN` +
         (e.ipip ? `, +${ipipOut} IPIP out, ${peer} +${ipipIn} IPIP in` : '');
       const fail = (why: string) => { throw new PathError(`${VARIANT_SHORT[v]} did not go through kube-tun as expected (${why}): ${what}`); };
-      if (v === 'kube-tun') {
+      if (v !== 'kube-tun-direct') {
         if (e.conns !== undefined && dnat < e.conns) fail(`expected >= ${Math.ceil(e.conns)} DNAT decisions`);
       } else if (dnat !== 0) fail('pod-direct traffic was DNATed');
       if (e.packets !== undefined && rx < e.packets) fail(`expected >= ${Math.ceil(e.packets)} packets`);
@@ -274,6 +274,54 @@ export async function crossNode(ctx: Ctx): Promise<CaseResult> {
       const what = await check({ conns: 1, bytes: r.bytes * 0.9, ipip: v === 'kube-tun' });
       return { values: { gbps: r.gbps }, check: what, info: { bytes: r.bytes, retransmits: r.retransmits } };
     });
+  });
+  return c;
+}
+
+// ------------------------------------------------------------------ offload on / off
+
+/**
+ * Bulk TCP through kube-tun with its TUN offloads on (TSO super-packets through the TUN, software
+ * GSO/GRO around IPIP) and off (the daemons restarted with --offload off), same node and
+ * cross-node, next to the kernel. Variant order flips between the two groups so that each rep
+ * restarts the daemons as few times as possible.
+ */
+export async function offload(ctx: Ctx): Promise<CaseResult> {
+  const k = kernels(ctx.p)[0];
+  const c = newCase('offload', 'TUN offloads on / off',
+    'iperf3, 1 stream, to the ClusterIP of bench/iperf (endpoint in nginx1 on worker-1): from pod client1 (same node) and from pod client on worker-2 (IPIP); kube-tun with --offload on (default) and restarted with --offload off.',
+    [{ key: 'gbps', label: 'throughput', unit: 'Gbit/s', better: 'higher', chart: true },
+      { key: 'retransmits', label: 'TCP retransmits', unit: '', better: 'lower' },
+      { key: 'kbPerRead', label: 'kB per TUN read', unit: 'kB', better: 'none' }],
+    ['kube-tun', 'kube-tun-offload-off', k]);
+  c.command.push(`kube-tun run --offload on|off; iperf3 -c ${SVC.iperf.vip} -p 5201 -t ${ctx.p.bulkSeconds} -J`);
+  const groups: [string, NodeName, string, VariantId[]][] = [
+    ['same node, 1 stream', 'worker-1', 'client1', ['kube-tun', k, 'kube-tun-offload-off']],
+    ['cross-node (IPIP), 1 stream', 'worker-2', 'client', ['kube-tun-offload-off', k, 'kube-tun']],
+  ];
+  await runCase(ctx, c, async () => {
+    await ctx.env.ensureServices(0);
+    try {
+      for (const [group, node, pod, order] of groups) {
+        await alternate(ctx, c, group, order, async (v) => {
+          if (isKubeTun(v)) await ctx.env.setOffload(v === 'kube-tun-offload-off' ? 'off' : 'on');
+          const lab = ctx.env.labFor(v), { host, port } = dest(v, SVC.iperf);
+          const s0 = isKubeTun(v) ? await ctx.env.ktStats(node) : undefined;
+          const check = await pathProbe(ctx, v, node, SVC.iperf);
+          const r = await iperf3(lab.podNs(pod), host, port, ctx.p.bulkSeconds, {});
+          const what = await check({ conns: 1, bytes: r.bytes * 0.9, ipip: node === 'worker-2' && isKubeTun(v) });
+          const values: Record<string, number> = { gbps: r.gbps, retransmits: r.retransmits };
+          if (s0 !== undefined) {
+            const s1 = await ctx.env.ktStats(node), d = (key: string) => (s1.packets[key] ?? 0) - (s0.packets[key] ?? 0);
+            values.kbPerRead = d('rxTunBytes') / Math.max(1, d('rxTun')) / 1000;
+          }
+          return { values, check: what, info: { bytes: r.bytes, seconds: r.seconds } };
+        });
+      }
+    } finally {
+      await ctx.env.setOffload('on');
+    }
+    c.notes.push('Offload on: the TUN has IFF_VNET_HDR and TUNSETOFFLOAD(CSUM|TSO4|TSO6): the kernel hands kube-tun TSO super-packets of up to 64 KiB; towards IPIP kube-tun cuts them into 1480-byte packets itself and sends them with one sendmmsg() per batch on its raw IPIP socket, and coalesces what arrives over IPIP (GRO). "kB per TUN read" shows the super-packets.');
   });
   return c;
 }

@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Lab, LAB_CONFIG, REPO_ROOT, NodeName, NODES, sleep, renderKernelRules, IptablesBackend } from '../lab';
 import { controlRequest } from '../../src/control/control-socket';
-import { VariantId } from './results';
+import { VariantId, isKubeTun } from './results';
 import { nsText, tryText } from './exec';
 import { writeScaleConfig } from './gen-config';
 
@@ -46,6 +46,8 @@ export class BenchEnv {
   readonly kt: Lab;
   readonly kernel: Partial<Record<IptablesBackend, Lab>> = {};
   readonly daemons = new Map<NodeName, KubeTunDaemon>();
+  /** `--offload` of every kube-tun daemon this env starts (see setOffload). */
+  private offload: 'on' | 'off' = 'on';
   /** Generated services ahead of the tested ones on worker-1 (0: the base config). */
   scaleN = 0;
   /** Rendered worker-1 rules per N (for the rule-update case). */
@@ -63,7 +65,7 @@ export class BenchEnv {
   labs(): Lab[] { return [this.kt, ...Object.values(this.kernel)]; }
 
   labFor(v: VariantId): Lab {
-    if (v === 'kube-tun' || v === 'kube-tun-direct') return this.kt;
+    if (isKubeTun(v)) return this.kt;
     if (v === 'kernel-nft') return this.kernel.nft!;
     if (v === 'kernel-legacy') return this.kernel.legacy!;
     return (this.kernel.legacy ?? this.kernel.nft)!;   // direct: the kernel lab, addressing the pod itself
@@ -125,7 +127,7 @@ export class BenchEnv {
     // info, not debug: a benchmark must not pay for per-connection log lines.
     const child = this.kt.spawn(this.kt.nodeNs(node), [process.execPath, CLI, 'run', ...configs.flatMap((c) => ['--config', c]),
       '--hostname-override', node, '--tun', 'kt0', '--control-socket', socket, '--log-level', 'info', '--no-watch',
-      '--ct-max', String(CT_MAX), ...extra], { logFile });
+      '--ct-max', String(CT_MAX), '--offload', this.offload, ...extra], { logFile });
     const deadline = Date.now() + 180_000;
     while (Date.now() < deadline) {
       if (child.exitCode !== null) throw new Error(`kube-tun on ${node} exited ${child.exitCode}:\n${fs.readFileSync(logFile, 'utf8').slice(-3000)}`);
@@ -156,6 +158,13 @@ export class BenchEnv {
   async restartDaemon(node: NodeName, configs: string[], extra: string[] = []): Promise<KubeTunDaemon> {
     await this.stopDaemon(node);
     return this.startDaemon(node, configs, extra);
+  }
+
+  /** kube-tun's `--offload` on both nodes (a change restarts the daemons with their configs). */
+  async setOffload(mode: 'on' | 'off'): Promise<void> {
+    if (mode === this.offload) return;
+    this.offload = mode;
+    for (const n of ['worker-1', 'worker-2'] as NodeName[]) await this.restartDaemon(n, this.daemon(n).configs);
   }
 
   daemon(node: NodeName): KubeTunDaemon {
@@ -215,7 +224,7 @@ export class BenchEnv {
 
   /** Empty conntrack on the nodes of one side, so every sample starts from the same state. */
   async flushConntrack(v: VariantId, nodes: NodeName[] = ['worker-1', 'worker-2']): Promise<void> {
-    if (v === 'kube-tun' || v === 'kube-tun-direct') {
+    if (isKubeTun(v)) {
       for (const n of nodes) await this.ktRequest(n, 'conntrack-delete', {});
     } else {
       const lab = this.labFor(v);

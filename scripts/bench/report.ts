@@ -29,7 +29,7 @@ export function markdown(r: BenchResult): string {
   L.push('');
   const used = new Set<VariantId>();
   for (const c of r.cases) for (const v of c.variants) used.add(v);
-  const cols = (['kube-tun', 'kernel-legacy', 'kernel-nft', 'direct', 'kube-tun-direct'] as VariantId[]).filter((v) => used.has(v));
+  const cols = (['kube-tun', 'kernel-legacy', 'kernel-nft', 'kube-tun-offload-off', 'direct', 'kube-tun-direct'] as VariantId[]).filter((v) => used.has(v));
   const kcols = KERNELS.filter((k) => used.has(k));
   L.push(`| case | | metric | ${cols.map((v) => VARIANT_SHORT[v]).join(' | ')} | ${kcols.map((k) => `kube-tun ÷ ${VARIANT_SHORT[k]}`).join(' | ')} |`);
   L.push(`|---|---|---|${cols.map(() => '---:').join('|')}|${kcols.map(() => '---:').join('|')}|`);
@@ -108,7 +108,7 @@ export function svg(r: BenchResult): string {
   }
   const used: VariantId[] = [];
   for (const p of panels) for (const b of p.bars) if (!used.includes(b.v)) used.push(b.v);
-  const order: VariantId[] = ['kube-tun', 'kernel-legacy', 'kernel-nft', 'direct', 'kube-tun-direct'];
+  const order: VariantId[] = ['kube-tun', 'kernel-legacy', 'kernel-nft', 'kube-tun-offload-off', 'direct', 'kube-tun-direct'];
   used.sort((a, b) => order.indexOf(a) - order.indexOf(b));
   const PW = 330, PH = 230, COLS = 3, W = PW * COLS + 20;
   // Legend entries, wrapped to the width.

@@ -2,7 +2,10 @@
 import { summarize, Summary } from './stats';
 
 /** Who did the service NAT for a sample. */
-export type VariantId = 'kube-tun' | 'kernel-legacy' | 'kernel-nft' | 'direct' | 'kube-tun-direct';
+export type VariantId = 'kube-tun' | 'kernel-legacy' | 'kernel-nft' | 'direct' | 'kube-tun-direct' | 'kube-tun-offload-off';
+
+/** kube-tun itself, whichever way it runs: its counters verify the path. */
+export const isKubeTun = (v: VariantId): boolean => v === 'kube-tun' || v === 'kube-tun-direct' || v === 'kube-tun-offload-off';
 
 export const VARIANT_LABELS: Record<VariantId, string> = {
   'kube-tun': 'kube-tun',
@@ -10,6 +13,7 @@ export const VARIANT_LABELS: Record<VariantId, string> = {
   'kernel-nft': 'kernel, iptables-nft',
   direct: 'pod direct (kernel routing, no NAT)',
   'kube-tun-direct': 'pod direct through kube-tun (TUN only, no DNAT)',
+  'kube-tun-offload-off': 'kube-tun --offload off (one packet per TUN read/write)',
 };
 export const VARIANT_SHORT: Record<VariantId, string> = {
   'kube-tun': 'kube-tun',
@@ -17,6 +21,7 @@ export const VARIANT_SHORT: Record<VariantId, string> = {
   'kernel-nft': 'kernel (nft)',
   direct: 'direct',
   'kube-tun-direct': 'TUN only, no DNAT',
+  'kube-tun-offload-off': 'kube-tun, offload off',
 };
 /** Under the bars of the chart (narrow). */
 export const VARIANT_TICK: Record<VariantId, string> = {
@@ -25,6 +30,7 @@ export const VARIANT_TICK: Record<VariantId, string> = {
   'kernel-nft': 'nft',
   direct: 'direct',
   'kube-tun-direct': 'TUN only',
+  'kube-tun-offload-off': 'offload off',
 };
 export const VARIANT_COLORS: Record<VariantId, string> = {
   'kube-tun': '#d9534f',
@@ -32,6 +38,7 @@ export const VARIANT_COLORS: Record<VariantId, string> = {
   'kernel-nft': '#5bc0de',
   direct: '#7f7f7f',
   'kube-tun-direct': '#f0ad4e',
+  'kube-tun-offload-off': '#8e44ad',
 };
 
 export interface MetricDef {

@@ -19,6 +19,7 @@
 //   rules: dump.txt                     # --rules
 //   watch: true                         # --no-watch is watch: false
 //   keepRouting: false                  # --keep-routing
+//   offload: on                         # --offload on|off (true/false accepted too)
 //
 // Rules: exactly one YAML document; apiVersion and kind are required; unknown keys are an error
 // naming the key, the file and the line (with a suggestion); a wrong type names the key. A key
@@ -57,13 +58,14 @@ export interface DaemonFileOptions {
   rules?: string;
   watch?: boolean;
   keepRouting?: boolean;
+  offload?: 'on' | 'off';
 }
 
 export class ConfigFileError extends Error {
   constructor(message: string) { super(message); this.name = 'ConfigFileError'; }
 }
 
-type Kind = 'string' | 'tun' | 'int' | 'boolean' | 'cidr' | 'ipList' | 'bindAddress' | 'duration' | 'logLevel' | 'path' | 'pathList';
+type Kind = 'onOff' | 'string' | 'tun' | 'int' | 'boolean' | 'cidr' | 'ipList' | 'bindAddress' | 'duration' | 'logLevel' | 'path' | 'pathList';
 /** `int` keys take their flag's INT_FLAG_RANGE. */
 type KeySpec = { flag: IntFlagName; kind: 'int'; invert?: never } | { flag: FlagName; kind: Exclude<Kind, 'int'>; invert?: boolean };
 
@@ -86,6 +88,7 @@ export const DAEMON_CONFIG_KEYS: { readonly [K in keyof Required<DaemonFileOptio
   rules: { flag: 'rules', kind: 'path' },
   watch: { flag: 'no-watch', kind: 'boolean', invert: true },
   keepRouting: { flag: 'keep-routing', kind: 'boolean' },
+  offload: { flag: 'offload', kind: 'onOff' },
 };
 
 const KEY_NAMES = Object.keys(DAEMON_CONFIG_KEYS) as (keyof DaemonFileOptions)[];
@@ -165,6 +168,10 @@ function checkValue(spec: KeySpec, v: unknown, baseDir: string): unknown {
     case 'boolean':
       if (typeof v !== 'boolean') throw expect('true or false');
       return v;
+    case 'onOff':
+      if (v === true || v === 'on') return 'on';
+      if (v === false || v === 'off') return 'off';
+      throw expect('on or off');
     case 'cidr': {
       if (typeof v !== 'string') throw expect('a CIDR such as 10.244.0.0/16');
       for (const part of v.split(',')) {

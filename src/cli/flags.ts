@@ -20,6 +20,7 @@ export const OPTIONS = {
   'control-socket': { type: 'string' },
   'no-watch': { type: 'boolean' },
   'keep-routing': { type: 'boolean' },
+  offload: { type: 'string' },
   'metrics-bind-address': { type: 'string' },
   'healthz-bind-address': { type: 'string' },
   'sync-period': { type: 'string' },
@@ -87,4 +88,11 @@ export function tunFlag(v: unknown): string {
   const problem = interfaceNameProblem(String(v));
   if (problem) throw new UsageError(`--tun: ${problem}`);
   return String(v);
+}
+
+/** The --offload value (on|off, default on) as a boolean. */
+export function offloadFlag(v: unknown): boolean {
+  if (v === undefined || v === 'on') return true;
+  if (v === 'off') return false;
+  throw new UsageError(`--offload: expected on or off, got "${String(v)}"`);
 }

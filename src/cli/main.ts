@@ -12,7 +12,7 @@ const USAGE = `usage: kube-tun <command> [options]
 
   run        --config FILE [--config FILE…] --hostname-override NODE [--tun kt0] [--ct-max N]
              [--cluster-cidr CIDR] [--masquerade-all] [--rules DUMP] [--log-level info]
-             [--control-socket PATH] [--no-watch] [--keep-routing]
+             [--control-socket PATH] [--no-watch] [--keep-routing] [--offload on|off]
              [--metrics-bind-address ${DEFAULT_METRICS_BIND_ADDRESS}] [--healthz-bind-address ${DEFAULT_HEALTHZ_BIND_ADDRESS}]
              [--sync-period 30s] [--ready-fd N] [--pcap FILE [--pcap-max-packets N]]
              [--daemon-config FILE]

@@ -3,14 +3,14 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import type { Logger } from 'pino';
-import { Daemon } from '../daemon';
+import { Daemon, RunOptions } from '../daemon';
 import { defaultControlSocket, socketAnswers } from '../control/control-socket';
 import { teardownRouting, DEFAULT_TABLE_FROM_TUN, DEFAULT_TABLE_TO_TUN } from '../control/routing';
-import { DaemonOptions, DEFAULT_CT_MAX, DEFAULT_SYNC_PERIOD_MS } from '../control/sync';
+import { DEFAULT_CT_MAX, DEFAULT_SYNC_PERIOD_MS } from '../control/sync';
 import { notifyReadyFd } from '../ops/health';
 import { parseBindAddress, DEFAULT_HEALTHZ_BIND_ADDRESS, DEFAULT_METRICS_BIND_ADDRESS } from '../ops/http';
 import { parseDuration } from './config-file';
-import { UsageError, intFlag, tunFlag } from './flags';
+import { UsageError, intFlag, tunFlag, offloadFlag } from './flags';
 
 function bindAddress(v: unknown, flag: string, dflt: string): string {
   const s = v === undefined ? dflt : String(v);
@@ -19,7 +19,7 @@ function bindAddress(v: unknown, flag: string, dflt: string): string {
   return s;
 }
 
-export function daemonOptions(v: Record<string, any>): DaemonOptions {
+export function daemonOptions(v: Record<string, any>): RunOptions {
   const node = v['hostname-override'] ?? v.node;
   if (!node) throw new UsageError('run: --hostname-override NODE (or --node NODE) is required');
   if (!v.config?.length) {
@@ -50,6 +50,7 @@ export function daemonOptions(v: Record<string, any>): DaemonOptions {
     readyFd: intFlag(v['ready-fd'], 'ready-fd'),
     pcap: v.pcap ? path.resolve(v.pcap) : undefined,
     pcapMaxPackets: intFlag(v['pcap-max-packets'], 'pcap-max-packets'),
+    offload: offloadFlag(v.offload),
   };
 }
 

@@ -18,7 +18,7 @@
 import { performance } from 'node:perf_hooks';
 import { constants as osConstants } from 'node:os';
 import type { Logger } from 'pino';
-import { PacketBatch } from '../io';
+import { PacketBatch, OFFLOAD_SLOT_SIZE, SLOT_SIZE } from '../io';
 import type { TunDevice, IpipSocket } from '../io';
 import type { PcapTap } from '../io/pcap';
 import {
@@ -75,7 +75,7 @@ const SRC_TUN = 0, SRC_IPIP = 1;
 const STAGE_OTHER = 0, STAGE_IO = 1;
 
 export class BatchLoop {
-  private readonly batch = new PacketBatch(BATCH);
+  private readonly batch: PacketBatch;
   /** Indexed by FAULT_*; read by `kube-tun stats` and /metrics. */
   readonly faults = new Float64Array(FAULT_LEN);
   /** Generated ICMP errors written, indexed like ICMP_SENT_TYPES. */
@@ -93,7 +93,12 @@ export class BatchLoop {
     private readonly tun: TunDevice,
     private readonly ipip: IpipSocket | undefined,
     private readonly hooks: LoopHooks,
-  ) {}
+  ) {
+    // Offload: TUN reads return super-packets, and IPIP reads leave room for GRO to grow them.
+    const o = pipeline.offload;
+    this.batch = new PacketBatch(BATCH, o !== undefined ? OFFLOAD_SLOT_SIZE : SLOT_SIZE);
+    if (o !== undefined) o.flush = () => this.flushIpipOut(performance.now());
+  }
 
   /** From now on each source is drained whenever it becomes readable. */
   start(): void {
@@ -131,8 +136,21 @@ export class BatchLoop {
     else this.pipeline.processIpipBatch(b, now);
     this.tap.egress(b, now);
     this.writeTun(b);
+    this.flushIpipOut(now);
     this.flushGenerated(now);
     return true;
+  }
+
+  /** Offload mode: what the pipeline encapsulated for other nodes (OffloadEgress.out), in one sendmmsg(). */
+  private flushIpipOut(now: number): void {
+    const o = this.pipeline.offload?.out;
+    if (o !== undefined && o.count > 0) {
+      this.tap.egress(o, now);
+      this.stage = STAGE_IO;
+      (this.ipip ?? this.tun).write(o);
+      this.stage = STAGE_OTHER;
+      o.count = 0;
+    }
   }
 
   private writeTun(b: PacketBatch): void {

@@ -1,12 +1,20 @@
 // The batch loop's per-packet work: parse, conntrack, rules on a miss, rewrite, route (IPIP or
 // local), in place in the batch slab. Nothing here allocates per packet; counters are typed
 // arrays read by the control side.
+//
+// Offload mode (the TUN has the vnet header, see datapath/offload.ts): each packet's virtio_net_hdr
+// (batch.vnet) is checked first; a NEEDS_CSUM packet (its L4 checksum field holds the partial
+// pseudo-header sum) is NATed with the partial rewrites and goes back to the TUN with its header,
+// so the kernel segments it and finishes the checksum. Packets for another node leave through
+// `ipipOut` instead (see OffloadEgress); packets from another node are coalesced (GRO) at the end
+// of their batch.
 import { PacketBatch, HEADROOM, SLOT_SIZE } from '../io/batch';
 import {
   PacketMeta, parseIpv4, DROP_REASON_NAMES, rewriteSrc, rewriteDst, rewriteIcmpInnerSrc, rewriteIcmpInnerDst,
   encapIpip, decapIpip, IPIP_HEADER_LEN, mayReplyWithIcmpError, writeIcmpFragNeeded, writeIcmpUnreachable,
-  IPPROTO_ICMP, IPPROTO_TCP, TCP_SYN, ICMP_PORT_UNREACH,
+  IPPROTO_ICMP, IPPROTO_TCP, TCP_SYN, ICMP_PORT_UNREACH, GSO_REASON_NAMES, rewriteSrcPartial, rewriteDstPartial,
 } from '../netstack';
+import { OffloadEgress, IpipPeer } from './offload';
 import { ConntrackTable, DIR_ORIGINAL, chooseMasqPort, CT_CREATE_CLASH, CT_CREATE_FULL, MasqPortOptions, Tuple } from '../conntrack';
 import { RandomPool } from '../lib/random';
 import { BATCH, BATCH_SIZE_BUCKETS, batchSizeBucket } from './batch-size';
@@ -37,9 +45,12 @@ export const DROP_FRAG_NEEDED_SENT = PARSE_REASONS + 7;
 export const DROP_IPIP_UNKNOWN_PEER = PARSE_REASONS + 8;
 export const DROP_IPIP_BAD_INNER = PARSE_REASONS + 9;
 export const DROP_ICMP_NO_CONN = PARSE_REASONS + 10;
+/** Offload mode: DROP_VNET + GsoReason, a vnet header refused by vnetCheck or a failed software GSO. */
+export const DROP_VNET = PARSE_REASONS + 11;
 export const ALL_DROP_REASONS: readonly string[] = [...DROP_REASON_NAMES, 'no-service', 'rule-drop', 'rule-reject',
   'conntrack-full', 'nat-ports-exhausted', 'conntrack-invalid', 'needs-fragmentation', 'frag-needed-sent',
-  'ipip-unknown-peer', 'ipip-bad-inner', 'icmp-error-without-connection'];
+  'ipip-unknown-peer', 'ipip-bad-inner', 'icmp-error-without-connection',
+  ...GSO_REASON_NAMES.map((n) => `vnet-${n}`)];
 
 // Packet/byte counters, index = direction*2 (+1 for bytes).
 export const C_RX_TUN = 0, C_RX_IPIP = 2, C_TX_LOCAL = 4, C_TX_IPIP = 6, C_TX_GENERATED = 8,
@@ -47,6 +58,8 @@ export const C_RX_TUN = 0, C_RX_IPIP = 2, C_TX_LOCAL = 4, C_TX_IPIP = 6, C_TX_GE
 
 export class Pipeline {
   matcher: Matcher;
+  /** Offload mode (TUN with vnet header), or undefined for the plain path. */
+  readonly offload: OffloadEgress | undefined;
   readonly ct: ConntrackTable;
   readonly counters = new Float64Array(C_COUNTERS);
   readonly drops = new Float64Array(ALL_DROP_REASONS.length);
@@ -63,9 +76,14 @@ export class Pipeline {
   private ipId = 1;
   private readonly remotes: RemoteIndex; private readonly remoteIP: Uint32Array;
 
-  constructor(private readonly s: DataPathSettings, matcher: Matcher, ct: ConntrackTable) {
+  /**
+   * `offload`: the TUN reads and writes virtio_net_hdrs (TunDevice.vnetHdr), so batches carry GSO
+   * super-packets and partial checksums; false is the plain path, unchanged.
+   */
+  constructor(private readonly s: DataPathSettings, matcher: Matcher, ct: ConntrackTable, offload = false) {
     this.matcher = matcher;
     this.ct = ct;
+    if (offload) this.offload = new OffloadEgress(this as IpipPeer, s.nodeIP, s.tunnelMtu);
     this.masq = { rng: new RandomPool(), fullyRandom: s.fullyRandom, avoidReuseMs: s.avoidReuseMs, rangeMin: 0, rangeMax: 0, evictClosing: false };
     this.remotes = new RemoteIndex(s.remoteNodes);
     this.remoteIP = this.remotes.nodeIP;
@@ -92,6 +110,7 @@ export class Pipeline {
       b.offs[i] = m.l4off; b.lens[i] = m.l4len;
       this.processPacket(b, i, nowMs);
     }
+    if (this.offload !== undefined) this.offload.coalesce(b);
   }
 
   private countBatch(n: number): void {
@@ -109,6 +128,13 @@ export class Pipeline {
     const off = b.offs[i], len = b.lens[i];
     const reason = parseIpv4(buf, off, len, m, false);
     if (reason !== 0) { this.drop(b, i, reason); return; }
+    const o = this.offload;
+    let partial = false;
+    if (o !== undefined) {
+      const r = o.load(b, i, m);
+      if (r < 0) { this.drop(b, i, DROP_VNET - r); return; }
+      partial = r === 1;
+    }
     if (m.isIcmpError) { this.processIcmpError(b, i, nowMs); return; }
 
     // With the TCP flags, a SYN that reopens a TIME_WAIT connection replaces the old entry (new NAT choice).
@@ -134,14 +160,20 @@ export class Pipeline {
     }
     // Route first: a packet too big for the tunnel is answered with frag-needed quoting it as the
     // sender sent it, so the sender's PMTU discovery sees its own addresses.
+    // A super-packet leaves as segments of its gso_size (see OffloadEgress.wireLen).
     const remote = this.remoteIndexOf(nDst);
-    if (remote >= 0 && m.totalLen > this.s.tunnelMtu) {
+    if (remote >= 0 && (o === undefined ? m.totalLen : o.wireLen(m)) > this.s.tunnelMtu) {
       if (m.df && mayReplyWithIcmpError(m)) this.sendFragNeeded(buf, off, m.totalLen, m.src);
       this.drop(b, i, m.df ? DROP_FRAG_NEEDED_SENT : DROP_NEEDS_FRAG);
       return;
     }
-    if (nDst !== m.dst || nDport !== m.dport) rewriteDst(buf, m, nDst, nDport);
-    if (nSrc !== m.src || nSport !== m.sport) rewriteSrc(buf, m, nSrc, nSport);
+    if (partial) {
+      if (nDst !== m.dst || nDport !== m.dport) rewriteDstPartial(buf, m, nDst, nDport);
+      if (nSrc !== m.src || nSport !== m.sport) rewriteSrcPartial(buf, m, nSrc, nSport);
+    } else {
+      if (nDst !== m.dst || nDport !== m.dport) rewriteDst(buf, m, nDst, nDport);
+      if (nSrc !== m.src || nSport !== m.sport) rewriteSrc(buf, m, nSrc, nSport);
+    }
     this.emit(b, i, remote, m.totalLen);
   }
 
@@ -237,6 +269,13 @@ export class Pipeline {
       this.counters[C_TX_LOCAL]++; this.counters[C_TX_LOCAL + 1] += len;
       return;
     }
+    if (this.offload !== undefined) {
+      const r = this.offload.toIpip(b, i, len, this.m, this.remoteIP[remote]);
+      if (r < 0) this.drop(b, i, DROP_VNET - r);
+      else if (r === 0) this.drop(b, i, DROP_NEEDS_FRAG);
+      else b.lens[i] = 0; // moved to offload.out
+      return;
+    }
     const off = b.offs[i];
     const start = encapIpip(b.slab, off, len, this.s.nodeIP, this.remoteIP[remote], this.nextIpId(), true);
     if (start < 0) { this.drop(b, i, DROP_NEEDS_FRAG); return; }
@@ -245,7 +284,12 @@ export class Pipeline {
     this.counters[C_TX_IPIP]++; this.counters[C_TX_IPIP + 1] += len + IPIP_HEADER_LEN;
   }
 
-  private nextIpId(): number {
+  /** Counts a packet that left for another node (OffloadEgress calls this once per segment). */
+  countTxIpip(bytes: number): void {
+    this.counters[C_TX_IPIP]++; this.counters[C_TX_IPIP + 1] += bytes;
+  }
+
+  nextIpId(): number {
     this.ipId = (this.ipId + 1) & 0xffff;
     return this.ipId;
   }
