@@ -93,8 +93,7 @@ describe('lifecycle', () => {
     expect(lab.exec(ns, ['ip', 'rule', 'show'])).toMatch(/iif kt0/);
     const mark = w1.log().length;
     lab.exec(ns, ['ip', 'link', 'del', 'kt0']);
-    const deadline = Date.now() + 10_000;
-    while (w1.child.exitCode === null && w1.child.signalCode === null && Date.now() < deadline) await sleep(50);
+    await waitFor('the daemon to exit after losing its TUN', () => w1.child.exitCode !== null || w1.child.signalCode !== null, 10_000);
     const log = w1.log().slice(mark);
     expect(w1.child.exitCode, log).toBe(1);
     const line = JSON.parse(log.split('\n').find((l) => l.includes('tun device kt0 failed'))!);
