@@ -98,7 +98,8 @@ describe('lifecycle', () => {
     expect(w1.child.exitCode, log).toBe(1);
     const line = JSON.parse(log.split('\n').find((l) => l.includes('tun device kt0 failed'))!);
     expect(line.level).toBe(50); // error
-    expect(line.msg).toBe('tun device kt0 failed: read: EBADFD (errno 77); stopping the daemon');
+    // read(2) without offloads, readv(2) with them (the vnet header is read into its own buffer).
+    expect(line.msg).toMatch(/^tun device kt0 failed: readv?: EBADFD \(errno 77\); stopping the daemon$/);
     expect(line).toMatchObject({ device: 'kt0', errno: 77, code: 'EBADFD' });
     expect(log).toMatch(/"msg":"stopping"/);
     expect(log).toMatch(/"msg":"routing removed"/);
