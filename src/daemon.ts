@@ -90,7 +90,10 @@ export class Daemon {
     const src = this.kube = connectKubeSource(this.opts.kube, { configSources, log: (msg) => this.log.warn({ kube: msg }, 'watch') });
     src.on('change', (c) => {
       if (c.kind === 'invalid') this.log.warn({ object: c.key, err: c.message }, 'object refused; left out');
-      else if (c.kind !== 'synced') this.reloader?.noteChange(`${c.kind} ${c.key}`);
+      else if (c.kind !== 'synced') {
+        this.log.debug({ change: c.kind, key: c.key }, 'watch: changed');
+        this.reloader?.noteChange(`${c.kind} ${c.key}`);
+      }
     });
     this.log.info({ kubeconfig: this.opts.kube.kubeconfig ?? '(in-cluster)' }, 'waiting for the API server: Services, EndpointSlices, Nodes');
     src.start();

@@ -48,21 +48,24 @@ endpoints: [${list.join(', ')}]
 const state = (...docs: string[]): ClusterState => parseConfig([{ file: 't.yaml', text: CONFIG + docs.join('') }]);
 
 describe('BoundedFrequencyRunner', () => {
-  it('runs at once after a quiet spell, coalesces a burst, keeps the minimum interval, resyncs periodically', async () => {
+  it('after a quiet spell runs at once (two in a row: burst 2), then once per min interval, coalescing bursts; periodic resync', async () => {
     const runs: { at: number; periodic: boolean }[] = [];
     const t0 = Date.now();
-    const r = new BoundedFrequencyRunner((periodic) => runs.push({ at: Date.now() - t0, periodic }), 200, 60_000);
-    r.start();
-    await new Promise((res) => setTimeout(res, 250)); // older than min: the next request runs at once
+    const r = new BoundedFrequencyRunner((periodic) => runs.push({ at: Date.now() - t0, periodic }), 300, 60_000);
+    r.start(); // the first sync took a token
+    await new Promise((res) => setTimeout(res, 350)); // refilled: two tokens
     r.run();
     await until(() => expect(runs.length).toBe(1));
-    expect(runs[0].at).toBeLessThan(250 + 100);
-    for (let i = 0; i < 20; i++) r.run(); // a burst: one run, min-interval after the first
-    expect(r.queued).toBe(true);
+    r.run();
     await until(() => expect(runs.length).toBe(2));
-    expect(runs[1].at - runs[0].at).toBeGreaterThanOrEqual(195);
-    await new Promise((res) => setTimeout(res, 50));
-    expect(runs.length).toBe(2);
+    expect(runs[1].at).toBeLessThan(350 + 250); // both at once, not a min interval apart
+    for (let i = 0; i < 20; i++) r.run(); // no token left: one run, when the next token is due
+    expect(r.queued).toBe(true);
+    await until(() => expect(runs.length).toBe(3));
+    expect(runs[2].at - runs[1].at).toBeGreaterThanOrEqual(150);
+    await new Promise((res) => setTimeout(res, 100));
+    expect(runs.length).toBe(3);
+    expect(runs.every((x) => !x.periodic)).toBe(true);
     r.stop();
     const p: boolean[] = [];
     const q = new BoundedFrequencyRunner((periodic) => p.push(periodic), 10, 60);
