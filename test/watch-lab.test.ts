@@ -160,6 +160,18 @@ current-context: c
     expect(daemons[1].cli(['rules', '--live'])).toContain(NGINX3);
   });
 
+  it('the event-loop delay is exported: kubetun_event_loop_delay_seconds in /metrics, eventLoopDelay in stats', () => {
+    const text = lab.exec(lab.nodeNs('worker-2'), ['curl', '-s', '--max-time', '5', 'http://127.0.0.1:10249/metrics']);
+    expect(text).toMatch(/^# TYPE kubetun_event_loop_delay_seconds summary$/m);
+    const p99 = Number(/^kubetun_event_loop_delay_seconds\{quantile="0.99"\} (\S+)$/m.exec(text)?.[1]);
+    const count = Number(/^kubetun_event_loop_delay_seconds_count (\S+)$/m.exec(text)?.[1]);
+    expect(count).toBeGreaterThan(100); // a 1 ms timer for several seconds
+    expect(p99).toBeGreaterThan(0);
+    const stats = JSON.parse(daemons[1].cli(['stats']));
+    expect(stats.eventLoopDelay.count).toBeGreaterThan(100);
+    expect(stats.eventLoopDelay.quantiles['0.99']).toBeGreaterThan(0);
+  });
+
   it('kubectl delete: the ClusterIP no longer answers', async () => {
     expect(await ask('client', VIP)).toBe(NGINX3);
     await kubectl('delete', 'service', 'watch-demo');
