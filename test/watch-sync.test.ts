@@ -11,6 +11,10 @@ import { stateChanges, type DaemonOptions } from '../src/control/sync';
 import type { DesiredState } from '../src/control/desired-state';
 import type { Pipeline } from '../src/datapath/pipeline';
 import { until } from './support/api-double';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { kubeSource } from '../src/cli/run';
 
 const CONFIG = `apiVersion: kubetun.dev/v1alpha1
 kind: KubeTunConfiguration
@@ -185,5 +189,26 @@ describe('topology hints (kube-proxy topology.go)', () => {
     expect(canUseTopology(st.servicePorts[0], st.endpoints['default/t:/TCP'], 'zone-a')).toBe(true);
     expect(eps(applyTopology(st, 'n1'))).toEqual(['10.1.1.5', '10.1.1.7']);
     expect(canUseTopology(st.servicePorts[0], st.endpoints['default/t:/TCP'], null)).toBe(false);
+  });
+});
+
+describe('kube-tun run: where the state comes from', () => {
+  it('--kubeconfig; else in-cluster with KUBERNETES_SERVICE_HOST and settings-only (or no) --config; else files', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kt-src-'));
+    try {
+      const settings = path.join(dir, 'settings.yaml'), full = path.join(dir, 'full.yaml');
+      fs.writeFileSync(settings, CONFIG.split('---')[0]);
+      fs.writeFileSync(full, CONFIG);
+      const env = { KUBERNETES_SERVICE_HOST: '10.96.0.1' };
+      expect(kubeSource({ kubeconfig: 'k', config: [full] }, {})).toEqual({ kubeconfig: 'k' });
+      expect(() => kubeSource({ kubeconfig: 'k', rules: 'd' }, {})).toThrow(/exclude each other/);
+      expect(kubeSource({}, env)).toEqual({});
+      expect(kubeSource({ config: [settings] }, env)).toEqual({});
+      expect(kubeSource({ config: [full] }, env)).toBeNull(); // a Node in the files: file mode
+      expect(kubeSource({ config: [settings] }, {})).toBeNull();
+      expect(kubeSource({ config: [settings], rules: 'd' }, env)).toBeNull();
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

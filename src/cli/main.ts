@@ -20,9 +20,10 @@ const USAGE = `usage: kube-tun <command> [options]
              --hostname-override; "" as a bind address disables that server; flags win over
              the KubeTunDaemonConfiguration in --daemon-config). Where Services, EndpointSlices
              and Nodes come from: with --kubeconfig FILE, that API server (watch mode); else,
-             when no --config is given and KUBERNETES_SERVICE_HOST is set, the in-cluster API
-             server (service account token and CA); else the --config files. In watch mode
-             --config files give only the KubeTunConfiguration
+             when KUBERNETES_SERVICE_HOST is set, --rules is not given and the --config files
+             (if any) hold no Node, Service or EndpointSlice, the in-cluster API server
+             (service account token and CA); else the --config files. In watch mode --config
+             files give only the KubeTunConfiguration
   conntrack  -L | -E | -D  [-p tcp|udp|icmp] [-s ADDR] [-d ADDR] [--sport N] [--dport N]
              [-r|--reply-src ADDR] [-q|--reply-dst ADDR] [--state STATE] [--status ASSURED|UNREPLIED]
              [-e|--event-mask NEW,UPDATE,DESTROY]   list, stream events of (-E), or delete the

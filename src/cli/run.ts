@@ -10,6 +10,7 @@ import { DaemonOptions, DEFAULT_CT_MAX, DEFAULT_MIN_SYNC_PERIOD_MS, DEFAULT_SYNC
 import { notifyReadyFd } from '../ops/health';
 import { parseBindAddress, DEFAULT_HEALTHZ_BIND_ADDRESS, DEFAULT_METRICS_BIND_ADDRESS } from '../ops/http';
 import { parseDuration } from './config-file';
+import { loadConfig } from '../nat';
 import { UsageError, intFlag, tunFlag } from './flags';
 
 function bindAddress(v: unknown, flag: string, dflt: string): string {
@@ -29,15 +30,25 @@ function durationFlag(v: unknown, flag: string, dflt: number, min: number): numb
 
 /**
  * Where the state comes from (as `kube-tun run --help` says): --kubeconfig FILE -> that API
- * server; else KUBERNETES_SERVICE_HOST set and no --config -> in-cluster; else the --config files.
+ * server; else, with KUBERNETES_SERVICE_HOST set, no --rules and --config files that hold no
+ * Node, Service or EndpointSlice (none, or only the KubeTunConfiguration) -> in-cluster; else the
+ * --config files.
  */
 export function kubeSource(v: Record<string, any>, env: NodeJS.ProcessEnv = process.env): { kubeconfig?: string } | null {
   if (v.kubeconfig !== undefined) {
     if (v.rules) throw new UsageError('run: --rules DUMP and --kubeconfig exclude each other (the rules come from one or the other)');
     return { kubeconfig: String(v.kubeconfig) };
   }
-  if (!v.config?.length && env.KUBERNETES_SERVICE_HOST) return {};
-  return null;
+  if (!env.KUBERNETES_SERVICE_HOST || v.rules) return null;
+  if (!v.config?.length) return {};
+  let settingsOnly = false;
+  try {
+    const st = loadConfig(v.config);
+    settingsOnly = st.nodes.length === 0 && st.servicePorts.length === 0 && Object.keys(st.endpoints).length === 0;
+  } catch {
+    // a bad file: file mode reports it
+  }
+  return settingsOnly ? {} : null;
 }
 
 export function daemonOptions(v: Record<string, any>): DaemonOptions {
