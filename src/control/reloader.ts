@@ -60,7 +60,8 @@ export class Reloader {
 
   /**
    * Builds the first data path from `initial` (throws if it is bad). `onSynced` hears of every
-   * successful sync, this first one included (then every Service and endpoint counts as a change).
+   * successful sync that changed something, this first one included (then every Service and
+   * endpoint counts as a change).
    */
   constructor(
     private readonly opts: DaemonOptions,
@@ -162,9 +163,11 @@ export class Reloader {
       this.syncCount++;
       this.pendingSince = 0;
       this.redoAll = false;
-      this.onSynced(seconds, changes);
-      const l = this.loaded;
       const what = changed === 'all' ? 'all' : changed.size;
+      // The sync metrics observe syncs that did something: a resync that found nothing to do is
+      // bookkeeping (lastSyncAt, /healthz), not a rules sync.
+      if (what !== 0) this.onSynced(seconds, changes);
+      const l = this.loaded;
       if (what === 0) this.log.debug({ why }, 'sync: nothing changed');
       else this.log.info({ why, changed: what, services: l.serviceCount, rules: l.ruleCount, changes, staleUdpFlushed: flushed, ms: +(seconds * 1000).toFixed(2) }, 'rules reloaded');
       return true;
