@@ -16,8 +16,11 @@ import { setupRouting, teardownRouting } from './control/routing';
 import { serveControl, removeNetnsSocketDir } from './control/control-socket';
 import type { DaemonOptions } from './control/sync';
 import { Reloader } from './control/reloader';
+import { fileDesiredState, kubeDesiredState, type DesiredState } from './control/desired-state';
+import { connectKubeSource, type KubeSource } from './control/kube-source';
+import { loadConfig, type ClusterState } from './nat';
 import { handleControl } from './control/verbs';
-import { createMetricsServer, MetricsServer, SyncRecorder } from './ops/metrics';
+import { createMetricsServer, EventLoopDelay, MetricsServer, SyncRecorder } from './ops/metrics';
 import { createHealthServer, HealthServer } from './ops/health';
 import { ConntrackEvents } from './ops/events';
 import { daemonStats, pipelineMetricsSource, type DataPathIo } from './ops/stats';
@@ -38,6 +41,8 @@ export class Daemon {
   private ct!: ConntrackTable;
   private events!: ConntrackEvents;
   private reloader?: Reloader;
+  /** Watch mode's informers (null in file mode). */
+  private kube: KubeSource | null = null;
   private timers: NodeJS.Timeout[] = [];
   private control?: net.Server;
   private stopping = false;
@@ -51,6 +56,7 @@ export class Daemon {
   /** Capture point of `--pcap` / `kube-tun pcap`: what the TUN and the IPIP socket hand us, and what we write. */
   private readonly tap: PcapTap;
   private readonly syncRec = new SyncRecorder();
+  private readonly loopDelay = new EventLoopDelay();
   /** TUN open, routing installed, rules loaded, servers listening: /readyz. */
   private started = false;
   private metrics?: MetricsServer;
@@ -64,7 +70,8 @@ export class Daemon {
   /** Everything up, or everything undone and the error thrown. Resolves once the servers listen. */
   async start(): Promise<void> {
     try {
-      this.startDataPath();
+      const { initial, source } = await this.desiredState();
+      this.startDataPath(initial, source);
       await this.startServices();
     } catch (e) {
       await this.stop('start failed');
@@ -78,8 +85,32 @@ export class Daemon {
     }, 'ready');
   }
 
-  private startDataPath(): void {
-    const reloader = this.reloader = new Reloader(this.opts, this.log, (seconds, changes) => this.syncRec.record(seconds, changes));
+  /**
+   * File mode: the config files, read now. Watch mode: the API server's Services, EndpointSlices
+   * and Nodes once all three are listed (kube-proxy waits for its informers' sync the same way:
+   * nothing is routed, served or ready before), with the KubeTunConfiguration of --config.
+   */
+  private async desiredState(): Promise<{ initial: ClusterState; source: DesiredState }> {
+    if (!this.opts.kube) return { initial: loadConfig(this.opts.configFiles), source: fileDesiredState(this.opts.configFiles) };
+    const configSources = this.opts.configFiles.map((file) => ({ file, text: fs.readFileSync(file, 'utf8') }));
+    const src = this.kube = connectKubeSource(this.opts.kube, { configSources, log: (msg) => this.log.warn({ kube: msg }, 'watch') });
+    src.on('change', (c) => {
+      if (c.kind === 'invalid') this.log.warn({ object: c.key, err: c.message }, 'object refused; left out');
+      else if (c.kind !== 'synced') {
+        this.log.debug({ change: c.kind, key: c.key }, 'watch: changed');
+        this.reloader?.noteChange(`${c.kind} ${c.key}`);
+      }
+    });
+    this.log.info({ kubeconfig: this.opts.kube.kubeconfig ?? '(in-cluster)' }, 'waiting for the API server: Services, EndpointSlices, Nodes');
+    src.start();
+    await src.waitForSync();
+    const source = kubeDesiredState(src);
+    src.takeChanges(); // the first state is all of it
+    return { initial: src.state(), source };
+  }
+
+  private startDataPath(initial: ClusterState, source: DesiredState): void {
+    const reloader = this.reloader = new Reloader(this.opts, this.log, (seconds, changes) => this.syncRec.record(seconds, changes), initial, source);
     const { settings, plan, matcher } = reloader.loaded;
     this.ct = new ConntrackTable({ max: this.opts.ctMax });
     this.events = new ConntrackEvents(this.ct, this.log);
@@ -116,7 +147,7 @@ export class Daemon {
     if (this.opts.metricsBindAddress) {
       this.metrics = createMetricsServer({
         bindAddress: this.opts.metricsBindAddress, log: this.log,
-        source: pipelineMetricsSource(this.pipeline, () => this.syncRec.snapshot(), this.io()),
+        source: { ...pipelineMetricsSource(this.pipeline, () => this.syncRec.snapshot(), this.io()), eventLoopDelay: () => this.loopDelay.snapshot() },
       });
     }
     if (this.opts.healthzBindAddress) {
@@ -144,7 +175,7 @@ export class Daemon {
     return daemonStats({
       node: this.opts.node, tun: this.opts.tun, startedAt: this.startedAt, pipeline: this.pipeline, eventListeners: this.events.listeners,
       sync: { count: r.syncCount, lastSyncAt: r.lastSyncAt, compileMs: r.loaded.compileMs, pendingSince: r.pendingSince, healthy: this.health?.healthy() ?? null },
-      pcap: this.tap.status(), io: this.io(),
+      pcap: this.tap.status(), io: this.io(), eventLoopDelay: this.loopDelay.snapshot(),
     });
   }
 
@@ -170,6 +201,7 @@ export class Daemon {
     this.loop?.stop();
     for (const t of this.timers) clearInterval(t);
     this.reloader?.stop();
+    await this.kube?.stop();
     this.events?.closeAll();
     const st = this.tap.disable();
     if (st) this.log.info(st, 'pcap closed');
@@ -189,5 +221,6 @@ export class Daemon {
       }
     }
     await Promise.all([this.metrics?.close(), this.health?.close()]);
+    this.loopDelay.stop();
   }
 }

@@ -556,6 +556,23 @@ describe('manifests: the fast YAML path reads what the yaml package reads', () =
     if (process.env.FC_SEED !== undefined) console.log(`fast path: ${fast} of 400`);
   });
 
+  it('one-line flow mapping documents (generated): the fast path reads them, the same values', () => {
+    const str = fc.oneof(fc.constantFrom('svc-1', 'TCP', '10.96.0.1', 'true', 'null', '1', '0x1F', '1e3', "it's", 'a b', '', 'a: b', '#x', 'x ', '-a'), fc.stringMatching(/^[a-z][a-z0-9./-]{0,10}$/));
+    const key = fc.oneof(fc.constantFrom('apiVersion', 'kind', 'metadata', 'kubernetes.io/service-name', '1', 'a b'), fc.stringMatching(/^[a-z][a-zA-Z0-9./_-]{0,8}$/));
+    const scalar = fc.oneof(str, fc.integer({ min: -100000, max: 100000 }), fc.boolean(), fc.constant(null));
+    const value = fc.letrec((tie) => ({
+      v: fc.oneof({ depthSize: 'small' }, scalar, scalar, tie('arr'), tie('obj')),
+      arr: fc.array(tie('v'), { maxLength: 4 }),
+      obj: fc.dictionary(key, tie('v'), { minKeys: 1, maxKeys: 5 }),
+    })).obj;
+    let fast = 0;
+    fc.assert(fc.property(fc.array(value, { minLength: 1, maxLength: 2 }), fc.constantFrom('PLAIN', 'QUOTE_DOUBLE') as fc.Arbitrary<'PLAIN' | 'QUOTE_DOUBLE'>, (docs, q) => {
+      const text = docs.map((v) => `---\n${stringify(v, { collectionStyle: 'flow', lineWidth: 0, defaultStringType: q }).trimEnd()}\n`).join('');
+      if (same(text)) fast++;
+    }), { numRuns: 300 });
+    expect(fast, `${fast} of 300 flow streams took the fast path`).toBeGreaterThan(40); // 60 under the suite's fixed seed; quoted keys and multi-line values fall back
+  });
+
   it('hand-written YAML: read the same, or left to the yaml package (which reports the errors)', () => {
     const accepted = [
       'a: 1', 'a:\n- 1\n- 2', 'a:\n  - 1\n  - 2\nb: 3', 'a:\n  b:\n    c: 1\n  d: 2', 'a: b # c\nd: e#f', 'a: { b: 1, c: [x, y], d: "q" }',
@@ -564,6 +581,10 @@ describe('manifests: the fast YAML path reads what the yaml package reads', () =
       'a: x #', 'a: #', '"a": 1', "'a''b': 1", 'x:\n- "a": 1\n  b: 2', '"1": a', 'a: 1\n---', '---\n---\na: 1', '# c\n---\na: 1', '', '# c',
       'a: 0o17\nb: 0x1F\nc: 1e3\nd: .5\ne: -.inf\nf: .NaN\ng: 012\nh: +5\nz: -0\nj: 1_000\nk: 1.\nl: ~\nm: Null\nn: yes\no: TRUE',
       'p: False\nq: FALSE\nr: NULL\ns: null\nt: True\nu: .Inf\nv: +.INF\nw: Foo\nx: nO\ny: 0o8\nz: 0X1',
+      // documents that are one flow mapping line (scripts/bench/gen-config.ts)
+      '{a: 1, b: [x, y]}', '{}', '{ a: 1 } # c', '---\n{a: 1}\n---\nb: 2\n---\n{c: {d: ""}}\n', '# c\n{a: 1}\n\n# d',
+      '---\n{apiVersion: v1, kind: Service, metadata: {name: s-1, namespace: scale}, spec: {type: ClusterIP, clusterIP: 10.96.0.1, ports: [{protocol: TCP, port: 8080, targetPort: 80}]}}\n',
+      '---\n{apiVersion: discovery.k8s.io/v1, kind: EndpointSlice, metadata: {name: s-1-x, namespace: scale, labels: {kubernetes.io/service-name: s-1}}, addressType: IPv4, ports: [{name: "", protocol: TCP, port: 80}], endpoints: [{addresses: [10.1.0.1], conditions: {ready: true}}]}\n',
     ];
     for (const t of accepted) expect(same(t), t).toBe(true);
     const left = [
@@ -571,6 +592,7 @@ describe('manifests: the fast YAML path reads what the yaml package reads', () =
       'a: !!str 1', '%YAML 1.2\n---\na: 1', 'a: 1\n...\n', 'a: [1, 2,]', 'a: {b:1}', 'a: [a: 1]', 'a: [-, x]', 'a: "x\\"y"', 'a: 1\rb: 2', ' a: 1',
       'a:\n b: 1\n  c: 2', 'a:\n  b: 1\n c: 2', 'a: [x] y', 'a: [x]#y', '<<: 1', '__proto__: 1', '1: a', 'true: a', 'a: {1: b}', 'a: b\n- c',
       'a:\n- b\nc: d\n- e', 'a: [x,\n  y]', 'a: "x\n  y"', 'a:\tb', '\ufeffa: 1', '"a":1', "'a'b: 1", '--- a: 1', '- "a": 1\n  b: 2',
+      '{a: 1}\nb: 2', '{a: 1}: x', '{a: 1,\n b: 2}', ' {a: 1}', '{a: 1} x', '{a: 1}#c', '{a: 1}\n  b', '{a: 1, a: 2}', '{a: 1', '[a, b]', '{a: b: c}',
     ];
     for (const t of left) {
       expect(fastYamlDocuments(t), t).toBeNull();

@@ -24,6 +24,8 @@ export const OPTIONS = {
   'metrics-bind-address': { type: 'string' },
   'healthz-bind-address': { type: 'string' },
   'sync-period': { type: 'string' },
+  'min-sync-period': { type: 'string' },
+  kubeconfig: { type: 'string' },
   'ready-fd': { type: 'string' },
   pcap: { type: 'string' },
   'pcap-max-packets': { type: 'string' },

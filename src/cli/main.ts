@@ -14,11 +14,16 @@ const USAGE = `usage: kube-tun <command> [options]
              [--cluster-cidr CIDR] [--masquerade-all] [--rules DUMP] [--log-level info]
              [--control-socket PATH] [--no-watch] [--keep-routing] [--offload on|off]
              [--metrics-bind-address ${DEFAULT_METRICS_BIND_ADDRESS}] [--healthz-bind-address ${DEFAULT_HEALTHZ_BIND_ADDRESS}]
-             [--sync-period 30s] [--ready-fd N] [--pcap FILE [--pcap-max-packets N]]
-             [--daemon-config FILE]
+             [--sync-period 30s] [--min-sync-period 1s] [--ready-fd N] [--pcap FILE [--pcap-max-packets N]]
+             [--daemon-config FILE] [--kubeconfig FILE]
              attach to a TUN device and do the node's service NAT (--node is an alias of
              --hostname-override; "" as a bind address disables that server; flags win over
-             the KubeTunDaemonConfiguration in --daemon-config)
+             the KubeTunDaemonConfiguration in --daemon-config). Where Services, EndpointSlices
+             and Nodes come from: with --kubeconfig FILE, that API server (watch mode); else,
+             when KUBERNETES_SERVICE_HOST is set, --rules is not given and the --config files
+             (if any) hold no Node, Service or EndpointSlice, the in-cluster API server
+             (service account token and CA); else the --config files. In watch mode --config
+             files give only the KubeTunConfiguration
   conntrack  -L | -E | -D  [-p tcp|udp|icmp] [-s ADDR] [-d ADDR] [--sport N] [--dport N]
              [-r|--reply-src ADDR] [-q|--reply-dst ADDR] [--state STATE] [--status ASSURED|UNREPLIED]
              [-e|--event-mask NEW,UPDATE,DESTROY]   list, stream events of (-E), or delete the

@@ -6,10 +6,11 @@ import type { Logger } from 'pino';
 import { Daemon, RunOptions } from '../daemon';
 import { defaultControlSocket, socketAnswers } from '../control/control-socket';
 import { teardownRouting, DEFAULT_TABLE_FROM_TUN, DEFAULT_TABLE_TO_TUN } from '../control/routing';
-import { DEFAULT_CT_MAX, DEFAULT_SYNC_PERIOD_MS } from '../control/sync';
+import { DEFAULT_CT_MAX, DEFAULT_MIN_SYNC_PERIOD_MS, DEFAULT_SYNC_PERIOD_MS } from '../control/sync';
 import { notifyReadyFd } from '../ops/health';
 import { parseBindAddress, DEFAULT_HEALTHZ_BIND_ADDRESS, DEFAULT_METRICS_BIND_ADDRESS } from '../ops/http';
 import { parseDuration } from './config-file';
+import { loadConfig } from '../nat';
 import { UsageError, intFlag, tunFlag, offloadFlag } from './flags';
 
 function bindAddress(v: unknown, flag: string, dflt: string): string {
@@ -19,22 +20,52 @@ function bindAddress(v: unknown, flag: string, dflt: string): string {
   return s;
 }
 
+function durationFlag(v: unknown, flag: string, dflt: number, min: number): number {
+  if (v === undefined) return dflt;
+  let ms: number;
+  try { ms = parseDuration(String(v)); } catch (e: any) { throw new UsageError(`--${flag}: ${e.message}`); }
+  if (!(ms >= min)) throw new UsageError(`--${flag}: must be at least ${min}ms, got "${v}"`);
+  return ms;
+}
+
+/**
+ * Where the state comes from (as `kube-tun run --help` says): --kubeconfig FILE -> that API
+ * server; else, with KUBERNETES_SERVICE_HOST set, no --rules and --config files that hold no
+ * Node, Service or EndpointSlice (none, or only the KubeTunConfiguration) -> in-cluster; else the
+ * --config files.
+ */
+export function kubeSource(v: Record<string, any>, env: NodeJS.ProcessEnv = process.env): { kubeconfig?: string } | null {
+  if (v.kubeconfig !== undefined) {
+    if (v.rules) throw new UsageError('run: --rules DUMP and --kubeconfig exclude each other (the rules come from one or the other)');
+    return { kubeconfig: String(v.kubeconfig) };
+  }
+  if (!env.KUBERNETES_SERVICE_HOST || v.rules) return null;
+  if (!v.config?.length) return {};
+  let settingsOnly = false;
+  try {
+    const st = loadConfig(v.config);
+    settingsOnly = st.nodes.length === 0 && st.servicePorts.length === 0 && Object.keys(st.endpoints).length === 0;
+  } catch {
+    // a bad file: file mode reports it
+  }
+  return settingsOnly ? {} : null;
+}
+
 export function daemonOptions(v: Record<string, any>): RunOptions {
   const node = v['hostname-override'] ?? v.node;
   if (!node) throw new UsageError('run: --hostname-override NODE (or --node NODE) is required');
-  if (!v.config?.length) {
+  const kube = kubeSource(v);
+  if (!kube && !v.config?.length) {
     throw new UsageError(v.rules
       ? 'run: --rules DUMP also needs --config FILE with the Node objects and the KubeTunConfiguration (routing and IPIP peers come from them)'
       : 'run: give --config FILE (Services, EndpointSlices, Nodes, KubeTunConfiguration)');
   }
   const ctMax = intFlag(v['ct-max'], 'ct-max') ?? DEFAULT_CT_MAX;
   const tun = tunFlag(v.tun);
-  let syncPeriodMs = DEFAULT_SYNC_PERIOD_MS;
-  if (v['sync-period'] !== undefined) {
-    try { syncPeriodMs = parseDuration(String(v['sync-period'])); } catch (e: any) { throw new UsageError(`--sync-period: ${e.message}`); }
-    if (!(syncPeriodMs >= 1)) throw new UsageError(`--sync-period: must be at least 1ms, got "${v['sync-period']}"`);
-  }
+  const syncPeriodMs = durationFlag(v['sync-period'], 'sync-period', DEFAULT_SYNC_PERIOD_MS, 1);
+  const minSyncPeriodMs = durationFlag(v['min-sync-period'], 'min-sync-period', DEFAULT_MIN_SYNC_PERIOD_MS, 0);
   return {
+    kube, minSyncPeriodMs,
     node, tun, ctMax,
     configFiles: v.config ?? [],
     rulesFile: v.rules,

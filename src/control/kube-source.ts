@@ -1,6 +1,7 @@
 // Watch mode's source of desired state: informers (kube-reflector.ts) for v1 Services,
 // discovery.k8s.io/v1 EndpointSlices and v1 Nodes keep the current objects; each object is read by
-// the same parsers as the YAML file mode (nat/model parseConfig) when it arrives, and what it
+// the same per-object parsers as the YAML file mode (nat/model parseServiceObject,
+// parseEndpointSliceObject, parseNodeObject) when it arrives, and what it
 // means to the proxier is compared with what it meant before, so a change is reported only when
 // it changes the proxier's input: per Service ('service'), per Service's endpoints ('endpoints',
 // any of its slices) and per Node ('node'; node heartbeats change nothing). The caller debounces
@@ -12,7 +13,10 @@
 // service.kubernetes.io/headless are not proxied. Headless and ExternalName Services, IPv6 and
 // FQDN slices and the endpoint conditions are the parsers' business (nat/model, nat/rules).
 import { EventEmitter } from 'node:events';
-import { ClusterState, ConfigError, ConfigSource, parseConfig } from '../nat';
+import {
+  ClusterState, ConfigError, ConfigSource, KubeTunConfig, NodeInfo, ParsedService, ParsedSlice,
+  assembleState, parseConfig, parseEndpointSliceObject, parseNodeObject, parseServiceObject,
+} from '../nat';
 import { KubeConnectOptions, KubeObject, ListerWatcher, kubeListerWatchers, loadKubeConfig } from './kube-client';
 import { BackoffOptions, Reflector, ReflectorStats, WatchEventType } from './kube-reflector';
 
@@ -49,11 +53,13 @@ export interface KubeSourceOptions {
 
 type Kind = 'Service' | 'EndpointSlice' | 'Node';
 
+type Parsed = ParsedService | ParsedSlice | NodeInfo;
+
 /** One object the source holds. */
 interface Held {
   readonly obj: KubeObject;
-  /** The object as one JSON document for parseConfig. */
-  readonly source: ConfigSource;
+  /** What the parsers made of it; null when it is not taken (or refused, or an IPv6/FQDN slice). */
+  readonly parsed: Parsed | null;
   /** What the proxier sees of it (parsed, without source references); '' when it is not taken. */
   readonly meaning: string;
   /** The Service a slice belongs to (slices), else the object's own key. */
@@ -78,8 +84,8 @@ function objectKey(kind: Kind, o: KubeObject): string {
 }
 
 /** JSON without the `source` fields the parser adds (they name the document, not the content). */
-function meaningOf(state: ClusterState): string {
-  return JSON.stringify({ s: state.servicePorts, e: state.endpoints, n: state.nodes }, (k, v) => (k === 'source' ? undefined : v));
+function meaningOf(p: Parsed | null): string {
+  return p === null ? '-' : JSON.stringify(p, (k, v) => (k === 'source' ? undefined : v));
 }
 
 export class KubeSource extends EventEmitter {
@@ -88,9 +94,12 @@ export class KubeSource extends EventEmitter {
   private readonly reflectors: Record<Kind, Reflector>;
   private pending: PendingChanges = { services: new Set(), endpoints: new Set(), nodes: new Set() };
   private syncedFlag = false;
+  /** The KubeTunConfiguration of opts.configSources (or the defaults). */
+  private readonly config: KubeTunConfig;
 
   constructor(private readonly opts: KubeSourceOptions) {
     super();
+    this.config = parseConfig(opts.configSources ?? []).config;
     const mk = (kind: Kind, lw: ListerWatcher): Reflector => new Reflector(lw, {
       replace: (items) => this.replace(kind, items),
       event: (type, obj) => this.event(kind, type, obj),
@@ -139,20 +148,16 @@ export class KubeSource extends EventEmitter {
   }
 
   /**
-   * The desired state from every object taken: the configuration documents, then Nodes, Services
-   * and EndpointSlices in key order, through parseConfig (one document per object: messages and
-   * source references name the object). Objects the parsers refused on arrival are left out.
+   * The desired state from every object taken (configuration from opts.configSources), assembled
+   * as the file mode assembles its documents. Objects the parsers refused on arrival are left out.
    */
   state(): ClusterState {
-    const sources: ConfigSource[] = [...(this.opts.configSources ?? [])];
-    for (const kind of ['Node', 'Service', 'EndpointSlice'] as const) {
-      const m = this.held[kind];
-      for (const k of [...m.keys()].sort()) {
-        const h = m.get(k)!;
-        if (h.valid && h.meaning !== '') sources.push(h.source);
-      }
-    }
-    return parseConfig(sources);
+    const pick = <T extends Parsed>(kind: Kind): T[] => {
+      const out: T[] = [];
+      for (const h of this.held[kind].values()) if (h.parsed !== null) out.push(h.parsed as T);
+      return out;
+    };
+    return assembleState(this.config, pick<ParsedService>('Service'), pick<ParsedSlice>('EndpointSlice'), pick<NodeInfo>('Node'));
   }
 
   // --- store updates (informer handlers) ---
@@ -162,15 +167,16 @@ export class KubeSource extends EventEmitter {
     const service = kind === 'EndpointSlice'
       ? `${obj.metadata.namespace ?? 'default'}/${obj.metadata.labels?.[SERVICE_NAME_LABEL] ?? ''}`
       : key;
-    const source: ConfigSource = { file: `apiserver:${kind}/${key}`, text: JSON.stringify(obj) };
-    if (kind !== 'Node' && !takenByProxy(obj.metadata.labels, this.opts.serviceProxyName ?? null)) return { obj, source, meaning: '', service, valid: true };
+    if (kind !== 'Node' && !takenByProxy(obj.metadata.labels, this.opts.serviceProxyName ?? null)) return { obj, parsed: null, meaning: '', service, valid: true };
+    const ref = { file: `apiserver:${kind}/${key}`, doc: 1 };
     try {
-      const meaning = meaningOf(parseConfig([...(this.opts.configSources ?? []), source]));
-      return { obj, source, meaning, service, valid: true };
+      const parsed = kind === 'Service' ? parseServiceObject(obj, this.config, ref)
+        : kind === 'EndpointSlice' ? parseEndpointSliceObject(obj, ref) : parseNodeObject(obj, ref);
+      return { obj, parsed, meaning: meaningOf(parsed), service, valid: true };
     } catch (e) {
       if (!(e instanceof ConfigError)) throw e;
       this.emitChange({ kind: 'invalid', key: `${kind}/${key}`, message: e.message });
-      return { obj, source, meaning: '', service, valid: false };
+      return { obj, parsed: null, meaning: '', service, valid: false };
     }
   }
 

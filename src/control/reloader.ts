@@ -1,15 +1,20 @@
-// Keeping the running rules in sync with the config: the first load, reloads (file change,
-// SIGHUP, `kube-tun reload`, the retry of a failed one), the stale-UDP flush after each, and the
-// bookkeeping /healthz and `kube-tun stats` read (pendingSince, lastSyncAt, syncCount).
+// Keeping the running rules in sync with the desired state (files or the API server): the first
+// load, then every change (file change, watch event, SIGHUP, `kube-tun reload`) through a
+// BoundedFrequencyRunner (--min-sync-period, periodic full resync and retry every --sync-period)
+// into ONE function, applyState, which swaps the matcher (xt_recent tables carried over) and
+// flushes stale UDP entries; and the bookkeeping /healthz and `kube-tun stats` read
+// (pendingSince, lastSyncAt, syncCount).
 import { performance } from 'node:perf_hooks';
 import * as fs from 'node:fs';
 import type { Logger } from 'pino';
 import type { ConntrackTable } from '../conntrack';
-import type { RuleSet } from '../nat';
+import type { ClusterState, RuleSet } from '../nat';
 import { IPPROTO_UDP } from '../netstack/proto';
 import type { Pipeline } from '../datapath/pipeline';
-import { loadDataPath, countChanges } from './sync';
+import { buildDataPath, countChanges } from './sync';
 import type { LoadedDataPath, DaemonOptions } from './sync';
+import { BoundedFrequencyRunner } from './bounded-runner';
+import type { ChangedServices, DesiredState } from './desired-state';
 
 export type SyncChanges = ReturnType<typeof countChanges>;
 
@@ -39,72 +44,135 @@ export function flushStaleUdp(ct: ConntrackTable, rules: RuleSet): number {
 export class Reloader {
   /** What runs now. */
   loaded: LoadedDataPath;
-  /** ms epoch of the last successful sync. */
+  /** ms epoch of the last successful sync (one that found nothing to do included). */
   lastSyncAt = 0;
   syncCount = 0;
-  /** ms epoch of the oldest config change not applied yet (0 = none): /healthz is kube-proxy's rule over it. */
+  /** Syncs that rebuilt the rules (the others found nothing changed). */
+  rebuildCount = 0;
+  /** ms epoch of the oldest change not applied yet (0 = none): /healthz is kube-proxy's rule over it. */
   pendingSince = 0;
   private pipeline?: Pipeline;
-  private retry?: NodeJS.Timeout;
+  private runner?: BoundedFrequencyRunner;
   private watched: string[] = [];
+  /** A sync failed after its changes were taken: the next one redoes everything. */
+  private redoAll = false;
+  private why: string[] = [];
 
   /**
-   * Loads the config (throws if it is bad). `onSynced` hears of every successful load, this first
-   * one included (then every Service and endpoint counts as a change).
+   * Builds the first data path from `initial` (throws if it is bad). `onSynced` hears of every
+   * successful sync that changed something, this first one included (then every Service and
+   * endpoint counts as a change).
    */
   constructor(
     private readonly opts: DaemonOptions,
     private readonly log: Logger,
     private readonly onSynced: (seconds: number, changes: SyncChanges) => void,
+    initial: ClusterState,
+    private readonly source: DesiredState,
   ) {
-    this.loaded = loadDataPath(opts);
+    this.loaded = buildDataPath(initial, opts);
     onSynced(this.loaded.compileMs / 1000, countChanges(null, this.loaded.state));
   }
 
-  /** The first load runs in `pipeline` now: reloads go there, failed ones are retried, files watched. */
+  /** The first load runs in `pipeline` now: changes go there, failed syncs are retried, files watched. */
   start(pipeline: Pipeline): void {
     this.pipeline = pipeline;
-    // kube-proxy retries a failed sync every period; so do we while a change is pending.
-    this.retry = setInterval(() => { if (this.pendingSince !== 0) this.reload('retry of a failed sync'); }, this.opts.syncPeriodMs);
-    if (this.opts.configFiles.length > 0 && this.opts.watch) {
+    this.runner = new BoundedFrequencyRunner((periodic) => {
+      this.sync(periodic && this.why.length === 0 ? 'periodic resync' : this.takeWhy());
+    }, this.opts.minSyncPeriodMs, this.opts.syncPeriodMs);
+    this.runner.start();
+    if (this.source.kind === 'files' && this.opts.configFiles.length > 0 && this.opts.watch) {
       this.watched = this.opts.rulesFile ? [...this.opts.configFiles, this.opts.rulesFile] : this.opts.configFiles;
-      for (const f of this.watched) fs.watchFile(f, { interval: WATCH_INTERVAL_MS }, () => this.requestReload(`${f} changed`));
+      for (const f of this.watched) fs.watchFile(f, { interval: WATCH_INTERVAL_MS }, () => this.noteChange(`${f} changed`));
     }
     this.lastSyncAt = Date.now();
     this.syncCount = 1;
   }
 
   stop(): void {
-    clearInterval(this.retry);
+    this.runner?.stop();
     for (const f of this.watched) fs.unwatchFile(f);
   }
 
-  /** A change was noticed: it is pending until a reload succeeds. */
+  /** A change was noticed (file, watch event): pending until a sync applies it; synced through the runner. */
+  noteChange(why: string): void {
+    if (this.pendingSince === 0) this.pendingSince = Date.now();
+    if (this.why.length < 8) this.why.push(why);
+    this.runner?.run();
+  }
+
+  /** Sync now (SIGHUP, `kube-tun reload`), outside the runner; false when it failed. */
   requestReload(why: string): boolean {
     if (this.pendingSince === 0) this.pendingSince = Date.now();
     return this.reload(why);
   }
 
-  /** Re-read the config and swap the matcher in one assignment; conntrack entries are kept. */
+  /** Sync now; false when it failed (the previous rules stay). */
   reload(why: string): boolean {
+    return this.sync(why);
+  }
+
+  private takeWhy(): string {
+    const w = this.why.join('; ') || 'change';
+    this.why = [];
+    return w;
+  }
+
+  private sync(why: string): boolean {
+    try {
+      const { state, changed } = this.source.read(this.loaded.state);
+      return this.applyState(state, this.redoAll ? 'all' : changed, why);
+    } catch (e: any) {
+      this.failed(why, e);
+      return false;
+    }
+  }
+
+  private failed(why: string, e: Error): void {
+    this.redoAll = true;
+    if (this.pendingSince === 0) this.pendingSince = Date.now();
+    this.log.error({ why, err: e.message }, 'reload failed; keeping the previous rules');
+  }
+
+  /**
+   * THE change path: `next` becomes what runs. `changed` names the Services (namespace/name) whose
+   * ports or endpoints differ from what runs, or 'all'; an empty set means nothing to do (a
+   * periodic resync of an unchanged state). Today any change rebuilds and recompiles everything
+   * (the incremental compile will replace the inside of this function); the matcher is swapped in
+   * one assignment, conntrack entries are kept, the xt_recent tables are carried over, stale UDP
+   * entries are flushed. Returns false (previous rules stay) when the state is refused.
+   */
+  applyState(next: ClusterState, changed: ChangedServices, why: string): boolean {
     const t0 = performance.now();
     try {
-      const next = loadDataPath(this.opts);
-      const changes = countChanges(this.loaded.state, next.state);
-      const p = this.pipeline!;
-      p.matcher = next.matcher;
-      this.loaded = next;
-      const flushed = flushStaleUdp(p.ct, next.rules);
+      let changes: SyncChanges = { services: 0, endpoints: 0 };
+      let flushed = 0;
+      if (changed === 'all' || changed.size > 0) {
+        const built = buildDataPath(next, this.opts, this.loaded.matcher);
+        changes = countChanges(this.loaded.state, next);
+        const p = this.pipeline!;
+        p.matcher = built.matcher;
+        this.loaded = built;
+        flushed = flushStaleUdp(p.ct, built.rules);
+        this.rebuildCount++;
+      } else {
+        this.loaded = { ...this.loaded, state: next };
+      }
       const seconds = (performance.now() - t0) / 1000;
       this.lastSyncAt = Date.now();
       this.syncCount++;
       this.pendingSince = 0;
-      this.onSynced(seconds, changes);
-      this.log.info({ why, services: next.serviceCount, rules: next.ruleCount, changes, staleUdpFlushed: flushed, ms: +(seconds * 1000).toFixed(2) }, 'rules reloaded');
+      this.redoAll = false;
+      const what = changed === 'all' ? 'all' : changed.size;
+      // The sync metrics observe syncs that did something: a resync that found nothing to do is
+      // bookkeeping (lastSyncAt, /healthz), not a rules sync.
+      if (what !== 0) this.onSynced(seconds, changes);
+      const l = this.loaded;
+      if (what === 0) this.log.debug({ why }, 'sync: nothing changed');
+      else this.log.info({ why, changed: what, services: l.serviceCount, rules: l.ruleCount, changes, staleUdpFlushed: flushed, ms: +(seconds * 1000).toFixed(2) }, 'rules reloaded');
       return true;
     } catch (e: any) {
-      if (this.pendingSince === 0) this.pendingSince = Date.now();
-      this.log.error({ why, err: e.message }, 'reload failed; keeping the previous rules');
+      this.failed(why, e);
       return false;
     }
   }

@@ -1,8 +1,9 @@
-// From config files (or an iptables-save dump) to what the daemon runs: the compiled matcher, the
-// data-path settings and the routing plan. Called at start and on every reload.
+// From the desired state (config files or the API server; or an iptables-save dump) to what the
+// daemon runs: the compiled matcher, the data-path settings and the routing plan. Called at start
+// and on every sync that changes something; stateChanges says which Services a sync changes.
 import { performance } from 'node:perf_hooks';
 import * as fs from 'node:fs';
-import { loadConfig, makeNodeSettings, buildRules, compileMatcher, renderIptablesSave, ConfigError, importIptablesSave, countRules, formatCidr } from '../nat';
+import { loadConfig, makeNodeSettings, buildRules, compileMatcher, renderIptablesSave, ConfigError, importIptablesSave, countRules, formatCidr, applyTopology } from '../nat';
 import type { Matcher, ClusterState, NodeSettings, RuleSet } from '../nat';
 import { IPIP_HEADER_LEN } from '../netstack/ipip';
 import type { DataPathSettings, RemoteNode } from '../datapath/pipeline';
@@ -30,8 +31,15 @@ export interface DaemonOptions {
   metricsBindAddress: string;
   /** /healthz, /livez, /readyz HOST:PORT (`--healthz-bind-address`); '' disables. */
   healthzBindAddress: string;
-  /** `--sync-period`: a config change not applied within 2x this makes /healthz 503; failed reloads are retried this often. */
+  /** `--sync-period`: a config change not applied within 2x this makes /healthz 503; full resync (and retry of a failed one) this often. */
   syncPeriodMs: number;
+  /** `--min-sync-period`: syncs at most this often; a change after a quiet spell is applied at once. */
+  minSyncPeriodMs: number;
+  /**
+   * Watch mode: the state comes from the API server (`--kubeconfig FILE`, or in-cluster when
+   * `kubeconfig` is undefined); configFiles then give only the KubeTunConfiguration. null = file mode.
+   */
+  kube: { kubeconfig?: string } | null;
   /** `--ready-fd N`: "READY=1\n" is written to this fd (then closed) once everything is up. */
   readyFd?: number;
   /** `--pcap FILE`: capture from the start (toggled at runtime with `kube-tun pcap`). */
@@ -41,6 +49,8 @@ export interface DaemonOptions {
 }
 
 export const DEFAULT_SYNC_PERIOD_MS = 30_000;
+/** kube-proxy's --iptables-min-sync-period default. */
+export const DEFAULT_MIN_SYNC_PERIOD_MS = 1_000;
 
 export interface LoadedDataPath {
   state: ClusterState;
@@ -55,18 +65,27 @@ export interface LoadedDataPath {
   renderLive(): string;
 }
 
+/** The config files read and built (file mode's first load). */
 export function loadDataPath(o: DaemonOptions): LoadedDataPath {
+  return buildDataPath(loadConfig(o.configFiles), o);
+}
+
+/**
+ * A desired state -> what the daemon runs. `previous`: the matcher it replaces, whose xt_recent
+ * tables (session affinity) the new one takes over. Throws ConfigError.
+ */
+export function buildDataPath(state: ClusterState, o: DaemonOptions, previous?: Matcher): LoadedDataPath {
   const t0 = performance.now();
-  const state = loadConfig(o.configFiles);
   const node = makeNodeSettings(state, { hostnameOverride: o.node, clusterCIDR: o.clusterCIDR, masqueradeAll: o.masqueradeAll, nodeIPs: o.nodeIPs });
   const self = state.nodes.find((n) => n.name === node.nodeName);
-  if (!self) throw new ConfigError(`--hostname-override: no Node object named "${node.nodeName}" in ${o.configFiles.join(', ')}`);
+  const where = o.kube ? 'the API server' : o.configFiles.join(', ');
+  if (!self) throw new ConfigError(`--hostname-override: no Node object named "${node.nodeName}" in ${where}`);
   if (node.nodeIPs.length === 0) throw new ConfigError(`Node ${node.nodeName}: status.addresses has no InternalIP and no --node-ip was given`);
   if (!node.serviceCIDR) throw new ConfigError('KubeTunConfiguration.serviceCIDR: required (the routes into the TUN are built from it)');
   // With --rules the rules come from an iptables-save dump (kube-proxy's, or a real node's); the
   // manifests then only describe the nodes and the cluster settings the routing needs.
-  const rules = o.rulesFile ? importIptablesSave(fs.readFileSync(o.rulesFile, 'utf8'), o.rulesFile) : buildRules(state, node);
-  const matcher = compileMatcher(rules, node);
+  const rules = o.rulesFile ? importIptablesSave(fs.readFileSync(o.rulesFile, 'utf8'), o.rulesFile) : buildRules(applyTopology(state, node.nodeName), node);
+  const matcher = compileMatcher(rules, node, previous ? { previous } : {});
   const remoteNodes: RemoteNode[] = [];
   for (const n of state.nodes) {
     if (n.name === node.nodeName || !n.podCIDR) continue;
@@ -104,19 +123,13 @@ export function loadDataPath(o: DaemonOptions): LoadedDataPath {
   };
 }
 
-/**
- * What changed between two loads, counted the way kube-proxy's sync metrics count: one per
- * Service (namespace/name) added, removed or changed, and one per Service whose endpoints changed
- * (kube-proxy counts EndpointSlice events; kube-tun sees the merged endpoints, so a Service with
- * several changed slices counts once). `prev` null = the first load: everything is a change.
- */
-export function countChanges(prev: ClusterState | null, next: ClusterState): { services: number; endpoints: number } {
+/** Services (namespace/name) whose ports, and whose endpoints, differ between two states. */
+function changedServices(prev: ClusterState | null, next: ClusterState): { services: Set<string>; endpoints: Set<string> } {
   const services = (st: ClusterState | null) => {
     const m = new Map<string, string>();
     for (const sp of st?.servicePorts ?? []) {
       const k = `${sp.namespace}/${sp.name}`;
-      const { source: _source, ...rest } = sp;
-      m.set(k, (m.get(k) ?? '') + JSON.stringify(rest));
+      m.set(k, (m.get(k) ?? '') + withoutSource(sp));
     }
     return m;
   };
@@ -130,10 +143,38 @@ export function countChanges(prev: ClusterState | null, next: ClusterState): { s
     return m;
   };
   const diff = (a: Map<string, string>, b: Map<string, string>) => {
-    let n = 0;
-    for (const [k, v] of b) if (a.get(k) !== v) n++;
-    for (const k of a.keys()) if (!b.has(k)) n++;
-    return n;
+    const out = new Set<string>();
+    for (const [k, v] of b) if (a.get(k) !== v) out.add(k);
+    for (const k of a.keys()) if (!b.has(k)) out.add(k);
+    return out;
   };
   return { services: diff(services(prev), services(next)), endpoints: diff(endpoints(prev), endpoints(next)) };
+}
+
+/** JSON of a parsed object without its `source` (which names the document, not the content). */
+function withoutSource(v: unknown): string {
+  return JSON.stringify(v, (k, x) => (k === 'source' ? undefined : x));
+}
+
+/**
+ * What a sync from `prev` to `next` has to redo: 'all' when the configuration or a Node changed
+ * (node settings, routes, topology zones), else the Services whose ports or endpoints changed
+ * (empty: nothing to do).
+ */
+export function stateChanges(prev: ClusterState, next: ClusterState): ReadonlySet<string> | 'all' {
+  if (withoutSource(prev.config) !== withoutSource(next.config) || withoutSource(prev.nodes) !== withoutSource(next.nodes)) return 'all';
+  const c = changedServices(prev, next);
+  for (const k of c.endpoints) c.services.add(k);
+  return c.services;
+}
+
+/**
+ * What changed between two loads, counted the way kube-proxy's sync metrics count: one per
+ * Service (namespace/name) added, removed or changed, and one per Service whose endpoints changed
+ * (kube-proxy counts EndpointSlice events; kube-tun sees the merged endpoints, so a Service with
+ * several changed slices counts once). `prev` null = the first load: everything is a change.
+ */
+export function countChanges(prev: ClusterState | null, next: ClusterState): { services: number; endpoints: number } {
+  const c = changedServices(prev, next);
+  return { services: c.services.size, endpoints: c.endpoints.size };
 }

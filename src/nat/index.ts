@@ -4,6 +4,7 @@ export * from './model/state';
 export { ConfigError } from './model/doc';
 export * from './model/load';
 export * from './model/node-settings';
+export * from './model/topology';
 export * from './model/yaml-fast';
 export * from './rules/chain-names';
 export * from './rules/ir';

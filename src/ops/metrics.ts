@@ -28,6 +28,9 @@
 //   kubetun_nat_allocations_total{type="dnat|snat"}                                  counter
 //   kubetun_nat_clashes_total                                                        counter
 //   kubetun_batch_size                             histogram, le = 1, 2, 4, ... 2^(n-1), +Inf
+//   kubetun_event_loop_delay_seconds{quantile="0.5|0.9|0.99|0.999|1"}  summary since start: how
+//       late the event loop ran a 1 ms timer (perf_hooks.monitorEventLoopDelay), i.e. how long
+//       a packet batch could have waited behind a sync, a scrape or a GC
 //   kubeproxy_sync_proxy_rules_duration_seconds    histogram, kube-proxy's buckets (1 ms * 2^k, 15)
 //   kubeproxy_sync_proxy_rules_last_timestamp_seconds                                gauge
 //   kubeproxy_sync_proxy_rules_endpoint_changes_total                                counter
@@ -35,6 +38,7 @@
 //   plus prom-client's process_* / nodejs_* defaults (event loop lag, heap, GC) unless
 //   processMetrics: false.
 import * as http from 'node:http';
+import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { Registry, Histogram, collectDefaultMetrics, exponentialBuckets } from 'prom-client';
@@ -84,6 +88,33 @@ export interface IoSnapshot {
   icmpErrorsSent: Record<string, number>;
 }
 
+/** perf_hooks' event-loop delay histogram, read (seconds). */
+export interface LoopDelaySnapshot {
+  count: number;
+  sumSeconds: number;
+  maxSeconds: number;
+  /** quantile ("0.5", ..., "1") -> seconds */
+  quantiles: Record<string, number>;
+}
+
+const LOOP_DELAY_QUANTILES = [0.5, 0.9, 0.99, 0.999, 1];
+
+/**
+ * The event loop's delay since start (monitorEventLoopDelay at its finest resolution, 1 ms):
+ * the packet loop runs on this thread, so this is how long a batch can wait for anything else.
+ */
+export class EventLoopDelay {
+  private readonly h: IntervalHistogram = monitorEventLoopDelay({ resolution: 1 });
+  constructor() { this.h.enable(); }
+  stop(): void { this.h.disable(); }
+  snapshot(): LoopDelaySnapshot {
+    const h = this.h, count = h.count ?? 0;
+    const quantiles: Record<string, number> = {};
+    for (const q of LOOP_DELAY_QUANTILES) quantiles[String(q)] = count ? h.percentile(q * 100) / 1e9 : 0;
+    return { count, sumSeconds: count ? (h.mean * count) / 1e9 : 0, maxSeconds: count ? h.max / 1e9 : 0, quantiles };
+  }
+}
+
 export interface MetricsSource {
   /** pipeline.counters (read at scrape time, never copied by the data path). */
   counters(): Float64Array;
@@ -98,6 +129,8 @@ export interface MetricsSource {
   conntrack(): ConntrackSnapshot;
   batches(): BatchSnapshot;
   sync(): SyncSnapshot;
+  /** The event loop's delay; without it kubetun_event_loop_delay_seconds is not exported. */
+  eventLoopDelay?(): LoopDelaySnapshot;
   /** The I/O layer; without it the io metrics are not exported. */
   io?(): IoSnapshot;
 }
@@ -158,7 +191,7 @@ class SnapshotMetric {
   constructor(
     readonly name: string,
     readonly help: string,
-    readonly type: 'counter' | 'gauge' | 'histogram',
+    readonly type: 'counter' | 'gauge' | 'histogram' | 'summary',
     private readonly read: (out: Sample[]) => void,
   ) {}
   async get(): Promise<{ name: string; help: string; type: string; values: Sample[]; aggregator: string }> {
@@ -305,6 +338,16 @@ export function createMetricsRegistry(source: MetricsSource, opts: { processMetr
   add(new SnapshotMetric('kubeproxy_sync_proxy_rules_service_changes_total', 'Cumulative proxy rules Service changes', 'counter', (out) => {
     out.push({ labels: {}, value: sync().serviceChanges });
   }));
+
+  const eld = source.eventLoopDelay;
+  if (eld) {
+    add(new SnapshotMetric('kubetun_event_loop_delay_seconds', 'How late the event loop (which also runs the packet loop) ran a 1 ms timer, since start', 'summary', (out) => {
+      const d = eld.call(source);
+      for (const [q, v] of Object.entries(d.quantiles)) out.push({ labels: { quantile: q }, value: v });
+      out.push({ metricName: 'kubetun_event_loop_delay_seconds_sum', labels: {}, value: d.sumSeconds });
+      out.push({ metricName: 'kubetun_event_loop_delay_seconds_count', labels: {}, value: d.count });
+    }));
+  }
 
   if (opts.processMetrics !== false) collectDefaultMetrics({ register: registry });
   return registry;

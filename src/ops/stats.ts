@@ -11,7 +11,7 @@ import {
   ALL_DROP_REASONS, C_RX_TUN, C_RX_IPIP, C_TX_LOCAL, C_TX_IPIP, C_TX_GENERATED, C_NEW_CONN, C_DNAT, C_SNAT, C_NAT_CLASH, C_BATCHES,
 } from '../datapath/pipeline';
 import type { Pipeline } from '../datapath/pipeline';
-import type { ConntrackSnapshot, IoSnapshot, MetricsSource, SyncSnapshot } from './metrics';
+import type { ConntrackSnapshot, IoSnapshot, LoopDelaySnapshot, MetricsSource, SyncSnapshot } from './metrics';
 
 /** The I/O side of a running data path: its fds' native counters, the loop's, the TUN's in sysfs. */
 export interface DataPathIo {
@@ -97,6 +97,7 @@ export interface StatsInput {
   sync: { count: number; lastSyncAt: number; compileMs: number; pendingSince: number; healthy: boolean | null };
   pcap: PcapStatus;
   io?: DataPathIo;
+  eventLoopDelay?: LoopDelaySnapshot;
 }
 
 /** `kube-tun stats`: drops list only the reasons seen; the key order is the output's. */
@@ -125,5 +126,6 @@ export function daemonStats(s: StatsInput): Record<string, unknown> {
       pendingSince: s.sync.pendingSince ? new Date(s.sync.pendingSince).toISOString() : null, healthy: s.sync.healthy,
     },
     pcap: s.pcap,
+    ...(s.eventLoopDelay ? { eventLoopDelay: s.eventLoopDelay } : {}),
   };
 }

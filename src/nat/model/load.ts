@@ -3,9 +3,11 @@
 import * as fs from 'node:fs';
 import { parseAllDocuments } from 'yaml';
 import { formatIPv4 } from '../ip';
-import { ClusterState, EndpointInfo, ServicePortInfo, defaultKubeTunConfig, servicePortNameString } from './state';
+import { ClusterState, EndpointInfo, KubeTunConfig, NodeInfo, ServicePortInfo, defaultKubeTunConfig, servicePortNameString } from './state';
 import { ConfigError, DocCtx, Obj } from './doc';
-import { Collected, handleObject } from './objects';
+export { parseServiceObject, parseEndpointSliceObject, parseNodeObject } from './objects';
+export type { ParsedService, ParsedSlice, RawEndpoint } from './objects';
+import { Collected, ParsedService, ParsedSlice, handleObject } from './objects';
 import { fastYamlDocuments } from './yaml-fast';
 
 export interface ConfigSource { readonly file: string; readonly text: string }
@@ -59,7 +61,7 @@ export function parseConfig(sources: readonly ConfigSource[]): ClusterState {
   }
   for (const d of docs) if (d.isConfig) handleObject(d.ctx, d.value, col, '');
   for (const d of docs) if (!d.isConfig) handleObject(d.ctx, d.value, col, '');
-  return assembleState(col);
+  return assembleState(col.config, col.services.values(), col.slices.values(), col.nodes.values());
 }
 
 /** Reads and parses manifest files. Throws ConfigError (also for unreadable files). */
@@ -75,10 +77,15 @@ export function loadConfig(files: string | readonly string[]): ClusterState {
   return parseConfig(sources);
 }
 
-function assembleState(col: Collected): ClusterState {
-  const config = col.config ?? defaultKubeTunConfig();
+/**
+ * The objects cross-referenced into the desired state (file mode and watch mode alike): service
+ * ports sorted, each Service's slices merged, nodes sorted. `config` null = the defaults.
+ */
+export function assembleState(
+  config: KubeTunConfig | null, services: Iterable<ParsedService>, slices: Iterable<ParsedSlice>, nodes: Iterable<NodeInfo>,
+): ClusterState {
   const servicePorts: ServicePortInfo[] = [];
-  for (const { ports } of col.services.values()) servicePorts.push(...ports);
+  for (const { ports } of services) servicePorts.push(...ports);
   servicePorts.sort((a, b) => {
     const an = servicePortNameString(a), bn = servicePortNameString(b);
     return an < bn ? -1 : an > bn ? 1 : a.protocol < b.protocol ? -1 : a.protocol > b.protocol ? 1 : 0;
@@ -86,9 +93,8 @@ function assembleState(col: Collected): ClusterState {
   // endpointslicecache: per (service, port name, protocol) the endpoints of all slices, deduplicated
   // by IP, then sorted by Endpoint.String() ("ip:port", string order).
   const byKey = new Map<string, Map<number, EndpointInfo>>();
-  const sliceNames = [...col.slices.keys()].sort();
-  for (const sn of sliceNames) {
-    const s = col.slices.get(sn)!;
+  const sorted = [...slices].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  for (const s of sorted) {
     for (const p of s.ports) {
       const key = `${s.service}:${p.name}/${p.protocol}`;
       let m = byKey.get(key);
@@ -97,7 +103,7 @@ function assembleState(col: Collected): ClusterState {
         if (m.has(e.ip)) continue;
         m.set(e.ip, {
           ip: e.ip, port: p.port, endpoint: `${formatIPv4(e.ip)}:${p.port}`, nodeName: e.nodeName, zone: e.zone,
-          ready: e.ready, serving: e.serving, terminating: e.terminating,
+          ready: e.ready, serving: e.serving, terminating: e.terminating, zoneHints: e.zoneHints,
         });
       }
     }
@@ -108,6 +114,6 @@ function assembleState(col: Collected): ClusterState {
     list.sort((a, b) => (a.endpoint < b.endpoint ? -1 : a.endpoint > b.endpoint ? 1 : 0));
     endpoints[key] = list;
   }
-  const nodes = [...col.nodes.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-  return { config, servicePorts, endpoints, nodes };
+  const nodeList = [...nodes].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  return { config: config ?? defaultKubeTunConfig(), servicePorts, endpoints, nodes: nodeList };
 }

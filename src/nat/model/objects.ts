@@ -10,19 +10,36 @@ import { DocCtx, Obj, show } from './doc';
 const TUNNEL_ANNOTATION = 'projectcalico.org/IPv4IPIPTunnelAddr';
 const SCHEDULER_ANNOTATION = 'kube-tun.dev/scheduler';
 const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
+const TOPOLOGY_MODE_ANNOTATION = 'service.kubernetes.io/topology-mode';
+const TOPOLOGY_HINTS_ANNOTATION = 'service.kubernetes.io/topology-aware-hints';
 const DEFAULT_STICKY_SECONDS = 10800;
+
+/** One Service as the proxier sees it: its ports (none when it is not proxied: ExternalName, headless). */
+export interface ParsedService { readonly key: string; readonly ports: readonly ServicePortInfo[] }
+
+/** One EndpointSlice before its Service's slices are merged (load.ts assembleState). */
+export interface ParsedSlice {
+  /** <namespace>/<slice name> */
+  readonly key: string;
+  /** <namespace>/<service name> (the kubernetes.io/service-name label) */
+  readonly service: string;
+  readonly ports: readonly { name: string; protocol: Protocol; port: number }[];
+  readonly endpoints: readonly RawEndpoint[];
+}
 
 /** Collected objects before cross-referencing. */
 export interface Collected {
   config: KubeTunConfig | null;
   configSource: SourceRef | null;
-  services: Map<string, { ports: ServicePortInfo[]; ctx: DocCtx }>;
-  slices: Map<string, { service: string; ports: { name: string; protocol: Protocol; port: number }[]; endpoints: RawEndpoint[] }>;
+  services: Map<string, ParsedService>;
+  slices: Map<string, ParsedSlice>;
   nodes: Map<string, NodeInfo>;
 }
 
 export interface RawEndpoint {
   ip: number; nodeName: string | null; zone: string | null; ready: boolean; serving: boolean; terminating: boolean;
+  /** hints.forZones[].name; empty = no hints */
+  zoneHints: readonly string[];
 }
 
 const CONFIG_KEYS = new Set([
@@ -114,9 +131,15 @@ function parseNode(ctx: DocCtx, o: Obj): NodeInfo {
 
 const PORT_NAME_RE = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 
-function parseService(ctx: DocCtx, o: Obj, cfg: () => KubeTunConfig): ServicePortInfo[] | null {
+function parseService(ctx: DocCtx, o: Obj, cfg: () => KubeTunConfig): ParsedService {
   const md = meta(ctx, o, true);
-  ctx.desc = `Service ${md.namespace}/${md.name}`;
+  const key = `${md.namespace}/${md.name}`;
+  ctx.desc = `Service ${key}`;
+  const ports = parseServicePorts(ctx, o, md, cfg);
+  return { key, ports: ports ?? [] };
+}
+
+function parseServicePorts(ctx: DocCtx, o: Obj, md: ReturnType<typeof meta>, cfg: () => KubeTunConfig): ServicePortInfo[] | null {
   const spec = ctx.obj(o.spec, 'spec')!;
   const typeText = spec.type === undefined || spec.type === null ? 'ClusterIP' : ctx.str(spec.type, 'spec.type');
   if (typeText === 'ExternalName') return null; // not proxied (kube-proxy skips it)
@@ -170,6 +193,10 @@ function parseService(ctx: DocCtx, o: Obj, cfg: () => KubeTunConfig): ServicePor
     hcnp = ctx.port(spec.healthCheckNodePort, 'spec.healthCheckNodePort');
   }
   const healthCheckNodePort = type === 'LoadBalancer' && externalPolicyLocal ? hcnp : 0;
+  const td = ctx.str(spec.trafficDistribution, 'spec.trafficDistribution', true);
+  const mode = md.annotations[TOPOLOGY_MODE_ANNOTATION] ?? md.annotations[TOPOLOGY_HINTS_ANNOTATION];
+  // kube-proxy takes "Auto" and "auto" (topology.go); any other value means no hints.
+  const topologyAware = td === 'PreferClose' || mode === 'Auto' || mode === 'auto';
   const annot = md.annotations[SCHEDULER_ANNOTATION];
   const scheduler: Scheduler = annot === undefined
     ? c.scheduler
@@ -205,13 +232,13 @@ function parseService(ctx: DocCtx, o: Obj, cfg: () => KubeTunConfig): ServicePor
       key, namespace: md.namespace, name: md.name, portName, protocol, type, clusterIP, port, targetPort, nodePort,
       externalIPs, loadBalancerVIPs: lbVIPs, loadBalancerSourceRanges: ranges, externalPolicyLocal,
       internalPolicyLocal: itp === 'Local', healthCheckNodePort, sessionAffinityClientIP: affinity === 'ClientIP',
-      stickyMaxAgeSeconds: sticky, scheduler, source: ctx.source,
+      stickyMaxAgeSeconds: sticky, scheduler, topologyAware, source: ctx.source,
     });
   });
   return out;
 }
 
-function parseEndpointSlice(ctx: DocCtx, o: Obj): { key: string; service: string; ports: { name: string; protocol: Protocol; port: number }[]; endpoints: RawEndpoint[] } | null {
+function parseEndpointSlice(ctx: DocCtx, o: Obj): ParsedSlice | null {
   const md = meta(ctx, o, true);
   ctx.desc = `EndpointSlice ${md.namespace}/${md.name}`;
   const svc = md.labels[SERVICE_NAME_LABEL];
@@ -242,7 +269,12 @@ function parseEndpointSlice(ctx: DocCtx, o: Obj): { key: string; service: string
     const terminating = ctx.bool(cond.terminating, `${p}.conditions.terminating`, false);
     const nodeName = ctx.str(eo.nodeName, `${p}.nodeName`, true) ?? null;
     const zone = ctx.str(eo.zone, `${p}.zone`, true) ?? null;
-    endpoints.push({ ip, nodeName, zone, ready, serving, terminating });
+    const hints = ctx.obj(eo.hints, `${p}.hints`, true);
+    const zoneHints = hints === undefined ? [] : ctx.arr(hints.forZones, `${p}.hints.forZones`).map((z, j) => {
+      const zp = `${p}.hints.forZones[${j}]`;
+      return ctx.str(ctx.obj(z, zp)!.name, `${zp}.name`);
+    });
+    endpoints.push({ ip, nodeName, zone, ready, serving, terminating, zoneHints });
   });
   return { key: `${md.namespace}/${md.name}`, service: `${md.namespace}/${svc}`, ports, endpoints };
 }
@@ -279,10 +311,9 @@ export function handleObject(ctx: DocCtx, v: unknown, col: Collected, pathPrefix
     return;
   }
   if (kind === 'Service' && apiVersion === 'v1') {
-    const ports = parseService(ctx, o, cfg);
-    const md = ctx.desc.replace(/^Service /, '');
-    if (col.services.has(md)) ctx.fail('metadata.name', `duplicate Service ${md}`);
-    col.services.set(md, { ports: ports ?? [], ctx });
+    const svc = parseService(ctx, o, cfg);
+    if (col.services.has(svc.key)) ctx.fail('metadata.name', `duplicate Service ${svc.key}`);
+    col.services.set(svc.key, svc);
     return;
   }
   if (kind === 'EndpointSlice' && apiVersion === 'discovery.k8s.io/v1') {
@@ -295,3 +326,25 @@ export function handleObject(ctx: DocCtx, v: unknown, col: Collected, pathPrefix
   ctx.fail(at('kind'), `unsupported object ${show(apiVersion)} ${show(kind)} (supported: kubetun.dev/v1alpha1 KubeTunConfiguration, v1 Node, v1 Service, discovery.k8s.io/v1 EndpointSlice, v1 List)`);
 }
 
+
+// One object at a time, for callers that hold objects rather than documents (watch mode's
+// informers): the same parsers as the file mode's documents. `ref` names the object in messages.
+// They throw ConfigError; the kind and apiVersion are the caller's to check.
+
+/** A v1 Service; `cfg` gives the serviceCIDR check and the default scheduler. */
+export function parseServiceObject(o: unknown, cfg: KubeTunConfig, ref: SourceRef): ParsedService {
+  const ctx = new DocCtx(ref.file, ref.doc);
+  return parseService(ctx, ctx.obj(o, '(document)')!, () => cfg);
+}
+
+/** A discovery.k8s.io/v1 EndpointSlice; null for IPv6 and FQDN slices (not this proxier's). */
+export function parseEndpointSliceObject(o: unknown, ref: SourceRef): ParsedSlice | null {
+  const ctx = new DocCtx(ref.file, ref.doc);
+  return parseEndpointSlice(ctx, ctx.obj(o, '(document)')!);
+}
+
+/** A v1 Node. */
+export function parseNodeObject(o: unknown, ref: SourceRef): NodeInfo {
+  const ctx = new DocCtx(ref.file, ref.doc);
+  return parseNode(ctx, ctx.obj(o, '(document)')!);
+}

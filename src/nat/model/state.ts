@@ -35,6 +35,11 @@ export interface ServicePortInfo {
   readonly stickyMaxAgeSeconds: number;
   /** kube-tun extension (annotation kube-tun.dev/scheduler): endpoint choice per new connection. */
   readonly scheduler: Scheduler;
+  /**
+   * Topology-aware routing asked for: spec.trafficDistribution PreferClose, or the annotation
+   * service.kubernetes.io/topology-mode (formerly topology-aware-hints) Auto. See topology.ts.
+   */
+  readonly topologyAware?: boolean;
   readonly source: SourceRef;
 }
 
@@ -49,6 +54,8 @@ export interface EndpointInfo {
   readonly ready: boolean;
   readonly serving: boolean;
   readonly terminating: boolean;
+  /** EndpointSlice hints.forZones names; empty = no hints. */
+  readonly zoneHints?: readonly string[];
 }
 
 export interface NodeInfo {

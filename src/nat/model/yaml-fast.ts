@@ -1,7 +1,7 @@
 // Fast path for YAML. The yaml package needs ~0.2 ms per document (its lexer and composer keep
 // every token, range and comment), seconds for a 10,000-service manifest. fastYamlDocuments()
 // reads the plain subset that generated and hand-written manifests use — block mappings and
-// sequences, single-line flow collections, single-line plain and quoted scalars, comments — into
+// sequences, single-line flow collections (a whole document may be one flow mapping line), single-line plain and quoted scalars, comments — into
 // the same values as parseAllDocuments(...).toJS() (YAML 1.2 core schema). On anything else
 // (anchors, tags, block or multi-line scalars, escapes, complex or non-string keys, duplicate keys,
 // tabs, directives, syntax errors…) it returns null and the whole source goes to the yaml package,
@@ -103,7 +103,15 @@ class FastYaml {
   private document(): unknown {
     const l = this.lines[this.i];
     if (FastYaml.indent(l) !== 0 || FastYaml.isItem(l, 0)) FastYaml.fail();
-    const v = this.mapping(0, 0);
+    // A document that is one flow mapping on one line ("{apiVersion: v1, kind: Service, …}", as
+    // scripts/bench/gen-config.ts writes them); a multi-line one fails in the FlowReader.
+    let v: unknown;
+    if (l.charCodeAt(0) === 123) {
+      this.i++;
+      v = this.inline(l, 0);
+    } else {
+      v = this.mapping(0, 0);
+    }
     if (this.skip() < this.end) FastYaml.fail();
     return v;
   }
