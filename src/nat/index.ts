@@ -16,3 +16,5 @@ export type { CompileOptions } from './eval/compile';
 export type { RuleCounter, RuleDescription } from './eval/introspect';
 export * from './rules/import';
 export * from './eval/trace';
+export { IncrementalProxier } from './eval/incremental';
+export type { IncrementalOptions, SyncResult } from './eval/incremental';
