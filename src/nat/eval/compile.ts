@@ -20,6 +20,8 @@ export interface CompileOptions {
   previous?: { readonly recentTables: readonly RecentTable[] };
   /** Chains with at least this many rules get the (dst, proto, port) index. Default 8. */
   indexMinRules?: number;
+  /** Rule and postings slots to allocate beyond the rules (room for an incremental sync before the arrays grow). Default 0. */
+  spareRules?: number;
   /** Per xt_recent table capacity. Default 65536. */
   recentMaxEntries?: number;
 }
@@ -49,7 +51,7 @@ const RULE_FIELDS = [
   'rMarkVal', 'rMarkMask', 'rCtMask', 'rStatProb', 'rNthEveryM1', 'rNthCount', 'rRecent', 'rRecentOp', 'rRecentMs',
   'rTarget', 'rTArg', 'rTArg2', 'rSvc', 'rChain',
 ] as const;
-const CHAIN_FIELDS = ['cStart', 'cEnd', 'cPolicyDrop', 'cIdxGenStart', 'cIdxGenEnd'] as const;
+const CHAIN_FIELDS = ['cStart', 'cEnd', 'cCap', 'cPolicyDrop', 'cIdxGenStart', 'cIdxGenEnd', 'cPostStart', 'cPostCap'] as const;
 type TypedArray = Uint32Array | Int32Array | Uint16Array | Uint8Array | Float64Array;
 
 function grown<T extends TypedArray>(a: T, cap: number): T {
@@ -63,11 +65,13 @@ function grown<T extends TypedArray>(a: T, cap: number): T {
  * introspect.ts; nothing outside nat/eval uses them. State that changes while packets are
  * evaluated: hits, rNthCount and the xt_recent tables.
  *
- * Each chain is a range [cStart, cEnd) of the rule arrays. setChainRules() (incremental.ts)
- * compiles a chain's new rules at the end of the arrays and repoints its range: the old range
- * becomes garbage (`garbageRules`), never reused, so a rule index stays valid for what it
- * described until the next full compile. The arrays are fields, not readonly: growth replaces
- * them, and every reader goes through this object (`cr.rFlags[r]`), never a cached array.
+ * Each chain is a range [cStart, cEnd) of the rule arrays, inside the room it owns
+ * [cStart, cStart + cCap). setChainRules() (incremental.ts) re-lays a chain in its room when the
+ * new rules fit (the unchanged head and tail stay or move as blocks, with their counters; the rest
+ * is compiled), else at the end of the arrays with some spare room, repointing its range: the old
+ * room becomes garbage (`garbageRules`) until the next full compile. The index postings of a
+ * chain live in a room of their own the same way. The arrays are fields, not readonly: growth
+ * replaces them, and every reader goes through this object (`cr.rFlags[r]`), never a cached array.
  */
 export class CompiledRules {
   /** Hit counter per rule (global rule index), like iptables' packet counters for first packets. */
@@ -88,8 +92,11 @@ export class CompiledRules {
   cStart: Int32Array;
   cEnd: Int32Array;
   cPolicyDrop: Uint8Array;
+  cCap: Int32Array; // rule slots the chain owns from cStart
   cIdxGenStart: Int32Array; // -1: not indexed
   cIdxGenEnd: Int32Array;
+  cPostStart: Int32Array; // the chain's postings room
+  cPostCap: Int32Array;
   chainCount = 0;
   readonly chainTable: TableName[] = [];
   readonly chainNames: string[] = [];
@@ -131,6 +138,8 @@ export class CompiledRules {
   private hUsed = 0;
   postings: Int32Array;
   private pUsed = 0;
+  /** Postings in rooms given up by re-laid chains. */
+  garbagePostings = 0;
   private hCount: Int32Array;
   private kSlot = new Int32Array(64);
   private touched = new Int32Array(64);
@@ -154,11 +163,21 @@ export class CompiledRules {
     const tables = withDefaultJumps(rs.tables);
     // Chain ids, per table.
     const chainList: Table['chains'][number][] = [];
-    let R = 0;
-    for (const t of tables) for (const c of t.chains) { chainList.push(c); R += c.rules.length; }
+    // With spare room asked for (an incremental sync's matcher), long chains get room to grow in place.
+    const roomy = (opts.spareRules ?? 0) > 0;
+    const capOf = (n: number) => (roomy && n >= this.minRules ? n + (n >> 3) + 8 : n);
+    let R = 0, P = 0;
+    for (const t of tables) {
+      for (const c of t.chains) {
+        chainList.push(c);
+        R += capOf(c.rules.length);
+        if (c.rules.length >= this.minRules) P += capOf(c.rules.length);
+      }
+    }
     const C = chainList.length;
     this.cStart = new Int32Array(C); this.cEnd = new Int32Array(C); this.cPolicyDrop = new Uint8Array(C);
     this.cIdxGenStart = new Int32Array(C).fill(-1); this.cIdxGenEnd = new Int32Array(C).fill(-1);
+    this.cCap = new Int32Array(C); this.cPostStart = new Int32Array(C); this.cPostCap = new Int32Array(C);
     for (const t of tables) {
       for (const c of t.chains) {
         if (this.chainId(t.name, c.name) >= 0) throw new MatcherError(`table ${t.name}: chain ${c.name} declared twice`);
@@ -167,6 +186,7 @@ export class CompiledRules {
     }
     this.ruleCount = 0;
     this.usedRules = 0;
+    R += opts.spareRules ?? 0;
     this.hits = new Uint32Array(R);
     this.rFlags = new Uint32Array(R);
     this.rSrc = new Uint32Array(R); this.rSrcMask = new Uint32Array(R);
@@ -184,13 +204,11 @@ export class CompiledRules {
     this.hMask = 15;
     this.hChain = new Int32Array(16).fill(-1); this.hDst = new Uint32Array(16); this.hPP = new Uint32Array(16);
     this.hStart = new Int32Array(16); this.hEnd = new Int32Array(16); this.hCount = new Int32Array(16);
-    let P = 0;
-    for (const c of chainList) if (c.rules.length >= this.minRules) P += c.rules.length;
-    this.postings = new Int32Array(P);
+    this.postings = new Int32Array(P + (opts.spareRules ?? 0));
 
-    for (let ci = 0; ci < C; ci++) this.layChain(ci, chainList[ci].rules);
+    for (let ci = 0; ci < C; ci++) this.layChain(ci, chainList[ci].rules, undefined, 0, capOf(chainList[ci].rules.length));
     this.maxDepth = this.checkLoops(null);
-    for (let ci = 0; ci < C; ci++) this.indexChain(ci, -1, -1);
+    for (let ci = 0; ci < C; ci++) this.indexChain(ci);
 
     const hook = (t: TableName, c: string) => this.chainId(t, c);
     this.natPre = hook('nat', 'PREROUTING'); this.natIn = hook('nat', 'INPUT'); this.natOut = hook('nat', 'OUTPUT'); this.natPost = hook('nat', 'POSTROUTING');
@@ -212,6 +230,7 @@ export class CompiledRules {
     ids.set(name, ci);
     this.chainTable.push(table); this.chainNames.push(name); this.chainRules.push([]);
     this.cStart[ci] = this.cEnd[ci] = this.usedRules;
+    this.cCap[ci] = 0; this.cPostStart[ci] = 0; this.cPostCap[ci] = 0;
     this.cPolicyDrop[ci] = policyDrop ? 1 : 0;
     this.cIdxGenStart[ci] = this.cIdxGenEnd[ci] = -1;
     return ci;
@@ -223,18 +242,39 @@ export class CompiledRules {
    * runs checkLoops over the changed chains afterwards.
    */
   setChainRules(ci: number, rules: readonly Rule[]): void {
-    const os = this.cStart[ci], oe = this.cEnd[ci];
-    const old = this.chainRules[ci];
-    this.ruleCount -= oe - os;
-    this.garbageRules += oe - os;
-    this.layChain(ci, rules, old, os);
-    this.indexChain(ci, os, oe);
+    this.unindexChain(ci);
+    const n = rules.length, on = this.cEnd[ci] - this.cStart[ci];
+    if (n <= this.cCap[ci]) {
+      this.relayInPlace(ci, rules);
+    } else {
+      this.garbageRules += this.cCap[ci];
+      this.layChain(ci, rules, this.chainRules[ci], this.cStart[ci], n + (n >> 2) + 2);
+    }
+    this.ruleCount += n - on;
+    this.indexChain(ci);
   }
 
-  /** Compiles `rules` at the end of the arrays as chain ci, copying entries of `old` rules found again. */
-  private layChain(ci: number, rules: readonly Rule[], old?: readonly Rule[], oldStart = 0): void {
+  /** Chain ci's new rules in its own room: the common head stays, the common tail moves as a block. */
+  private relayInPlace(ci: number, rules: readonly Rule[]): void {
+    const old = this.chainRules[ci], cs = this.cStart[ci], n = rules.length, on = old.length;
+    let p = 0;
+    while (p < n && p < on && rules[p] === old[p]) p++;
+    let q = 0;
+    while (q < n - p && q < on - p && rules[n - 1 - q] === old[on - 1 - q]) q++;
+    if (q > 0 && n !== on) for (const f of RULE_FIELDS) this[f].copyWithin(cs + n - q, cs + on - q, cs + on);
+    const ids = this.chainIds.get(this.chainTable[ci])!;
+    for (let k = p; k < n - q; k++) this.compileRule(cs + k, ci, rules[k], ids);
+    this.cEnd[ci] = cs + n;
+    this.chainRules[ci] = rules;
+  }
+
+  /**
+   * Compiles `rules` at the end of the arrays as chain ci, in a room of `cap` slots, copying the
+   * entries of `old` rules found again.
+   */
+  private layChain(ci: number, rules: readonly Rule[], old?: readonly Rule[], oldStart = 0, cap = rules.length): void {
     const n = rules.length;
-    this.ensureRules(this.usedRules + n);
+    this.ensureRules(this.usedRules + cap);
     const ids = this.chainIds.get(this.chainTable[ci])!;
     const at = this.usedRules;
     this.cStart[ci] = at;
@@ -259,10 +299,11 @@ export class CompiledRules {
     } else {
       for (let k = 0; k < n; k++) this.compileRule(at + k, ci, rules[k], ids);
     }
-    this.usedRules = at + n;
-    this.ruleCount += n;
+    this.usedRules = at + cap;
+    if (!old) this.ruleCount += n;
     this.cStart[ci] = at;
     this.cEnd[ci] = at + n;
+    this.cCap[ci] = cap;
     this.chainRules[ci] = rules;
   }
 
@@ -485,19 +526,22 @@ export class CompiledRules {
     }
   }
 
-  /**
-   * (Re)builds chain ci's index entries when it is long enough: its generic postings and one
-   * bucket per (dst, proto, port), both in rule order. [os, oe): the chain's previous rules,
-   * whose keys are emptied first (-1: none).
-   */
-  private indexChain(ci: number, os: number, oe: number): void {
-    if (os >= 0 && this.cIdxGenStart[ci] >= 0) {
-      for (let k = os; k < oe; k++) {
-        if (!this.indexable(k)) continue;
-        const s = this.findSlot(ci, this.keyDst(k), this.keyPP(k));
-        if (s >= 0) { this.hStart[s] = 0; this.hEnd[s] = 0; }
-      }
+  /** Empties chain ci's index entries (its keys stay, with empty ranges), before its rules change. */
+  private unindexChain(ci: number): void {
+    if (this.cIdxGenStart[ci] < 0) return;
+    for (let k = this.cStart[ci]; k < this.cEnd[ci]; k++) {
+      if (!this.indexable(k)) continue;
+      const s = this.findSlot(ci, this.keyDst(k), this.keyPP(k));
+      if (s >= 0) { this.hStart[s] = 0; this.hEnd[s] = 0; }
     }
+    this.cIdxGenStart[ci] = this.cIdxGenEnd[ci] = -1;
+  }
+
+  /**
+   * Builds chain ci's index entries when it is long enough: its generic postings and one bucket
+   * per (dst, proto, port), both in rule order, in the chain's postings room.
+   */
+  private indexChain(ci: number): void {
     const cs = this.cStart[ci], n = this.cEnd[ci] - cs;
     if (n < this.minRules) { this.cIdxGenStart[ci] = this.cIdxGenEnd[ci] = -1; return; }
     this.ensureSlots(n);
@@ -511,9 +555,15 @@ export class CompiledRules {
       kSlot[i] = s;
       if (this.hCount[s]++ === 0) touched[nt++] = s;
     }
-    if (this.pUsed + n > this.postings.length) this.postings = grown(this.postings, Math.max(this.pUsed + n, this.postings.length * 2));
+    if (n > this.cPostCap[ci]) {
+      this.garbagePostings += this.cPostCap[ci];
+      const cap = this.cPostCap[ci] === 0 ? this.cCap[ci] : n + (n >> 2) + 2;
+      if (this.pUsed + cap > this.postings.length) this.postings = grown(this.postings, Math.max(this.pUsed + cap, this.postings.length * 2));
+      this.cPostStart[ci] = this.pUsed; this.cPostCap[ci] = cap;
+      this.pUsed += cap;
+    }
     const post = this.postings;
-    let g = this.pUsed;
+    let g = this.cPostStart[ci];
     this.cIdxGenStart[ci] = g; this.cIdxGenEnd[ci] = g + generic;
     let at = g + generic;
     for (let t = 0; t < nt; t++) {
@@ -527,7 +577,6 @@ export class CompiledRules {
       if (s < 0) post[g++] = cs + i;
       else post[this.hEnd[s]++] = cs + i;
     }
-    this.pUsed = at;
   }
 
   /** The index slot where (chain, dst, proto<<16|port) is looked up first (then linear probing). */

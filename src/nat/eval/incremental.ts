@@ -149,15 +149,18 @@ export class IncrementalProxier {
     for (const name of chains.keys()) if (cr.chainId('nat', name) < 0) cr.declareChain('nat', name);
     for (const [name, rules] of chains) { const ci = cr.chainId('nat', name); cr.setChainRules(ci, rules); roots.push(ci); }
     this.state = state;
-    for (const i of dirtyShared) {
+    const dirty = [...dirtyShared];
+    const lists = this.sharedRules(dirty);
+    dirty.forEach((i, k) => {
       const [t, name] = SHARED_CHAINS[i];
       const ci = cr.chainId(t, name);
-      cr.setChainRules(ci, this.sharedRules(i));
+      cr.setChainRules(ci, lists[k]);
       roots.push(ci);
-    }
+    });
     cr.maxDepth = Math.max(cr.maxDepth, cr.checkLoops(roots));
     this.cached = null;
-    if (cr.garbageRules > cr.ruleCount * (this.opts.garbageRatio ?? 0.5)) {
+    const ratio = this.opts.garbageRatio ?? 0.5;
+    if (cr.garbageRules > cr.ruleCount * ratio || cr.garbagePostings > cr.ruleCount * ratio) {
       this.recompile(cr);
       return { matcher: this.m, full: true, rebuiltServices: keys.size, ms: performance.now() - t0 };
     }
@@ -201,7 +204,8 @@ export class IncrementalProxier {
   /** Compiles the whole rule set into a new matcher, keeping what `prev` (the compaction's source) counted. */
   private recompile(prev: CompiledRules | null): void {
     const rs = this.rules();
-    const m = compileMatcher(rs, this.node, { ...this.opts, previous: this.m ?? undefined });
+    const spareRules = 4096 + 4 * (this.totalEndpoints + this.state!.servicePorts.length);
+    const m = compileMatcher(rs, this.node, { ...this.opts, previous: this.m ?? undefined, spareRules });
     if (prev) carryCounters(prev, m.compiled);
     this.m = m;
     // The shared chains' tails: what follows the services' rules.
@@ -213,15 +217,19 @@ export class IncrementalProxier {
     });
   }
 
-  /** Shared chain i: the services' rules in the state's order, then its tail. */
-  private sharedRules(i: number): Rule[] {
-    const out: Rule[] = [];
+  /** Shared chains `which` (SHARED_CHAINS indexes): the services' rules in the state's order, then the tail. */
+  private sharedRules(which: readonly number[]): Rule[][] {
+    const outs = which.map((): Rule[] => []);
+    if (which.length === 0) return outs;
     for (const sp of this.state!.servicePorts) {
-      const r = this.entries.get(sp.key)!.frag.shared[i];
-      for (let k = 0; k < r.length; k++) out.push(r[k]);
+      const shared = this.entries.get(sp.key)!.frag.shared;
+      for (let j = 0; j < which.length; j++) {
+        const r = shared[which[j]], out = outs[j];
+        for (let k = 0; k < r.length; k++) out.push(r[k]);
+      }
     }
-    for (const r of this.tails[i]) out.push(r);
-    return out;
+    which.forEach((i, j) => { for (const r of this.tails[i]) outs[j].push(r); });
+    return outs;
   }
 
   private put(sp: ServicePortInfo, state: ClusterState, slot: number): Entry {
