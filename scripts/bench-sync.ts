@@ -1,5 +1,6 @@
 // Incremental sync benchmark (issue 11 §2): a one-endpoint change at N services, applied by a
-// full buildRules + compileMatcher and by IncrementalProxier.update, and the memory each holds.
+// full buildRules + compileMatcher and by IncrementalProxier.update, and the memory each holds;
+// also a Service removed and added back (that re-lays the shared chains, KUBE-SERVICES, …).
 //   npx ts-node --transpile-only scripts/bench-sync.ts [sizes=1000,10000,50000] [changes=50]
 // Services as scripts/bench/gen-config.ts writes them (ClusterIP, one endpoint each); the last one
 // has a second endpoint, which the change makes ready and unready again, alternately (the total
@@ -80,9 +81,21 @@ for (const n of SIZES) {
   }
   const same = renderIptablesSave(p.rules()) === renderIptablesSave(buildRules(state, node));
   if (!same) throw new Error('incremental rules differ from a full build');
+  // A Service removed, then added back.
+  const mid = base.servicePorts[n >> 1];
+  const without: ClusterState = { ...state, servicePorts: state.servicePorts.filter((sp) => sp !== mid) };
+  // (At 1,000 services this crosses largeClusterEndpointsThreshold: every Service changes, a full sync.)
+  const svcMs: number[] = [];
+  let fulls = 0;
+  for (let c = 0; c < Math.min(CHANGES, 20); c++) {
+    const r = p.update(c % 2 === 0 ? without : state, new Set([`${NS}/${mid.name}`]));
+    if (r.full) fulls++;
+    svcMs.push(r.ms);
+  }
   const cr = p.matcher.compiled;
   console.log(`${String(n).padStart(6)} services: full build+compile ${fullMs.toFixed(0)} ms (heap +${hFull.toFixed(0)} MB); `
     + `IncrementalProxier.full ${first.ms.toFixed(0)} ms (heap +${hIncr.toFixed(0)} MB); one-endpoint update median `
     + `${median(ms).toFixed(3)} ms, max ${Math.max(...ms).toFixed(3)} ms over ${CHANGES} (${(fullMs / median(ms)).toFixed(0)}x); `
+    + `Service removed/added median ${median(svcMs).toFixed(2)} ms, max ${Math.max(...svcMs).toFixed(2)} ms (${fulls} of ${svcMs.length} full); `
     + `garbage ${cr.garbageRules} of ${cr.ruleCount} rules; text equal to a full build`);
 }

@@ -142,6 +142,8 @@ export class CompiledRules {
   garbagePostings = 0;
   private hCount: Int32Array;
   private kSlot = new Int32Array(64);
+  private loopState = new Uint8Array(0); private loopDepth = new Int32Array(0);
+  private loopStC = new Int32Array(0); private loopStK = new Int32Array(0); private loopSeen = new Int32Array(0);
   private touched = new Int32Array(64);
 
   // Hooks (-1: absent).
@@ -430,9 +432,27 @@ export class CompiledRules {
    */
   checkLoops(roots: Iterable<number> | null): number {
     const C = this.chainCount;
-    const state = new Uint8Array(C); // 0 new, 1 on the DFS path, 2 done
-    const depth = new Int32Array(C);
-    const stC = new Int32Array(C + 1), stK = new Int32Array(C + 1);
+    // Scratch kept between calls (an incremental sync checks a few chains of many): only the
+    // chains this call visits are reset at the end.
+    if (this.loopState.length < C + 1) {
+      this.loopState = new Uint8Array(C * 2 + 2); this.loopDepth = new Int32Array(C * 2 + 2);
+      this.loopStC = new Int32Array(C * 2 + 2); this.loopStK = new Int32Array(C * 2 + 2); this.loopSeen = new Int32Array(C * 2 + 2);
+    }
+    const state = this.loopState; // 0 new, 1 on the DFS path, 2 done
+    const depth = this.loopDepth, stC = this.loopStC, stK = this.loopStK, seen = this.loopSeen;
+    let nSeen = 0;
+    try {
+      return this.dfs(roots, state, depth, stC, stK, (c) => { seen[nSeen++] = c; });
+    } finally {
+      for (let i = 0; i < nSeen; i++) state[seen[i]] = 0;
+    }
+  }
+
+  private dfs(
+    roots: Iterable<number> | null, state: Uint8Array, depth: Int32Array, stC: Int32Array, stK: Int32Array,
+    visit: (c: number) => void,
+  ): number {
+    const C = this.chainCount;
     let max = 0;
     const all = roots === null;
     const list = all ? null : [...roots];
@@ -441,7 +461,7 @@ export class CompiledRules {
       const root = all ? i : list![i];
       if (state[root] !== 0) continue;
       let sp = 0;
-      stC[0] = root; stK[0] = this.cStart[root]; state[root] = 1;
+      stC[0] = root; stK[0] = this.cStart[root]; state[root] = 1; visit(root);
       while (sp >= 0) {
         const c = stC[sp];
         let k = stK[sp];
@@ -455,7 +475,7 @@ export class CompiledRules {
           if (state[n] === 0) {
             stK[sp] = k;
             sp++;
-            stC[sp] = n; stK[sp] = this.cStart[n]; state[n] = 1;
+            stC[sp] = n; stK[sp] = this.cStart[n]; state[n] = 1; visit(n);
             pushed = true;
             break;
           }
