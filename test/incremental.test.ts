@@ -220,10 +220,41 @@ describe('IncrementalProxier', () => {
     // resync with nothing changed does nothing.
     const again = p.resync(toState(svcs));
     expect(again).toMatchObject({ full: false, rebuiltServices: 0 });
+    // resync finds what changed without being told.
+    svcs.get('aa/svc-3')!.eps.push({ ip: 0x0a010300, cond: 0, local: false });
+    const found = p.resync(toState(svcs));
+    expect(found).toMatchObject({ full: false, rebuiltServices: 1, matcher: m });
+    expect(renderIptablesSave(p.rules())).toBe(renderIptablesSave(buildRules(toState(svcs), node)));
     // The trace interpreter sees the same rules.
     const t = tracePacket(p.rules(), { proto: 'tcp', src: POD_SRC, dst: sticky.clusterIP, dport: 80 }, node);
     expect(t.outcome).toBe('DNAT');
     expect(t.destinations.map((x) => x.addr).sort()).toEqual([...sticky.eps.map((e) => formatIPv4(e.ip))].sort());
+  });
+
+  it('legacy layout: every update is a full build, with the same text', () => {
+    const svcs = new Map<string, Svc>();
+    const ids = { next: 0 };
+    for (let i = 0; i < 5; i++) applyOp(svcs, 0, i * 7, i * 5 + 1, ids);
+    const node = makeNodeSettings(toState(svcs), {});
+    const p = new IncrementalProxier(node, { proxyVersion: 'legacy' });
+    p.full(toState(svcs));
+    const k = applyOp(svcs, 2, 1, 3, ids)!;
+    const r = p.update(toState(svcs), new Set([k]));
+    expect(r.full).toBe(true);
+    expect(renderIptablesSave(p.rules())).toBe(renderIptablesSave(buildRules(toState(svcs), node, { proxyVersion: 'legacy' })));
+    expect(p.matcher.ruleCount).toBe(compileMatcher(buildRules(toState(svcs), node, { proxyVersion: 'legacy' }), node).ruleCount);
+  });
+
+  it('a Service that is new but not named as changed is refused, not ignored', () => {
+    const svcs = new Map<string, Svc>();
+    const ids = { next: 0 };
+    applyOp(svcs, 0, 0, 1, ids);
+    const p = new IncrementalProxier(makeNodeSettings(toState(svcs), {}));
+    p.full(toState(svcs));
+    const k = applyOp(svcs, 0, 3, 1, ids)!;
+    const added = svcs.get(k)!;
+    added.eps.push({ ip: 0x0a010400, cond: 0, local: true });
+    expect(() => { p.update(toState(svcs), new Set(['aa/svc-0'])); p.rules(); }).toThrow(/not among the changed/);
   });
 
   it('a one-endpoint update at 10,000 services is >= 20x faster than a full build + compile', () => {

@@ -86,6 +86,11 @@ export class IncrementalProxier {
   /** The first sync, and the periodic resync: every fragment rebuilt, a new matcher compiled. */
   full(state: ClusterState): SyncResult {
     const t0 = performance.now();
+    if (this.opts.proxyVersion === 'legacy') {
+      this.state = state;
+      this.m = compileMatcher(buildRules(state, this.node, this.opts), this.node, { ...this.opts, previous: this.m ?? undefined });
+      return { matcher: this.m, full: true, rebuiltServices: state.servicePorts.length, ms: performance.now() - t0 };
+    }
     const large = this.largeCluster(countEndpoints(state));
     this.ctx = modernContext(this.node, this.opts, large);
     const seen = new Set<string>();
@@ -189,7 +194,7 @@ export class IncrementalProxier {
     if (!this.state) throw new Error('IncrementalProxier: full() has not run');
     if (this.opts.proxyVersion === 'legacy') return buildRules(this.state, this.node, this.opts);
     if (!this.cached) {
-      const frags = this.state.servicePorts.map((sp) => this.entries.get(sp.key)!.frag);
+      const frags = this.state.servicePorts.map((sp) => this.entryOf(sp.key).frag);
       this.cached = assembleModern(this.ctx!, frags, this.services.slice());
     }
     return this.cached;
@@ -222,7 +227,7 @@ export class IncrementalProxier {
     const outs = which.map((): Rule[] => []);
     if (which.length === 0) return outs;
     for (const sp of this.state!.servicePorts) {
-      const shared = this.entries.get(sp.key)!.frag.shared;
+      const shared = this.entryOf(sp.key).frag.shared;
       for (let j = 0; j < which.length; j++) {
         const r = shared[which[j]], out = outs[j];
         for (let k = 0; k < r.length; k++) out.push(r[k]);
@@ -230,6 +235,12 @@ export class IncrementalProxier {
     }
     which.forEach((i, j) => { for (const r of this.tails[i]) outs[j].push(r); });
     return outs;
+  }
+
+  private entryOf(key: string): Entry {
+    const e = this.entries.get(key);
+    if (!e) throw new Error(`IncrementalProxier: service port ${key} is new but its Service was not among the changed ones`);
+    return e;
   }
 
   private put(sp: ServicePortInfo, state: ClusterState, slot: number): Entry {
