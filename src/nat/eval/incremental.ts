@@ -247,7 +247,7 @@ export class IncrementalProxier {
     const eps: readonly EndpointInfo[] = state.endpoints[sp.key] ?? [];
     const old = this.entries.get(sp.key);
     if (old) this.totalEndpoints -= old.eps.length;
-    const e = { frag: modernServiceFragment(this.ctx!, sp, eps, slot), sp, eps };
+    const e = { frag: modernServiceFragment(this.ctx!, sp, eps, slot, old?.frag), sp, eps };
     this.entries.set(sp.key, e);
     this.totalEndpoints += eps.length;
     this.services[slot] = e.frag.ref;

@@ -82,11 +82,10 @@ export function categorizeEndpoints(eps: readonly EndpointInfo[], sp: ServicePor
 }
 
 /** KUBE-SEP names of one service port, each hashed once. */
-function sepCache(name: string, proto: string): (e: EndpointInfo) => string {
-  const m = new Map<string, string>();
+function sepCache(name: string, proto: string, m = new Map<string, string>(), earlier?: ReadonlyMap<string, string>): (e: EndpointInfo) => string {
   return (e) => {
     let s = m.get(e.endpoint);
-    if (s === undefined) m.set(e.endpoint, (s = endpointChainName(name, proto, e.endpoint)));
+    if (s === undefined) m.set(e.endpoint, (s = earlier?.get(e.endpoint) ?? endpointChainName(name, proto, e.endpoint)));
     return s;
   };
 }
@@ -115,6 +114,10 @@ export interface ServiceFragment {
   readonly chains: Chain[];
   /** Its rules in SHARED_CHAINS[i], in order. */
   readonly shared: Rule[][];
+  /** KUBE-SEP names by "ip:port" (sha256 each): a rebuild of the same service port reuses them. */
+  readonly sepNames: Map<string, string>;
+  /** portProtoHash of its name and protocol. */
+  hash: string;
 }
 
 /** A TableBuilder look-alike that collects one service port's rules into its fragment. */
@@ -329,21 +332,26 @@ export function assembleModern(ctx: ModernContext, fragments: Iterable<ServiceFr
 
 /**
  * One service port's rules (syncProxyRules' per-service loop body): its own chains and its rules in
- * the SHARED_CHAINS. `svc` is the number its rules carry (their ServiceRef's index).
+ * the SHARED_CHAINS. `svc` is the number its rules carry (their ServiceRef's index); `earlier`, the
+ * same service port's previous fragment, lends its chain names.
  */
-export function modernServiceFragment(ctx: ModernContext, sp: ServicePortInfo, eps: readonly EndpointInfo[], svc: number): ServiceFragment {
+export function modernServiceFragment(
+  ctx: ModernContext, sp: ServicePortInfo, eps: readonly EndpointInfo[], svc: number, earlier?: ServiceFragment,
+): ServiceFragment {
   const { node, opts, largeCluster, localhostNP, notLocal } = ctx;
   const detector = node.localTrafficCIDR;
   const proto = sp.protocol.toLowerCase();
   const name = servicePortNameString(sp);
-  const frag: ServiceFragment = { ref: { name, protocol: proto, key: sp.key }, svc, chains: [], shared: SHARED_CHAINS.map(() => []) };
+  const sepNames = new Map<string, string>();
+  const frag: ServiceFragment = { ref: { name, protocol: proto, key: sp.key }, svc, chains: [], shared: SHARED_CHAINS.map(() => []), sepNames, hash: '' };
   const nat = new FragmentSink('nat', frag), filter = new FragmentSink('filter', frag);
   const natServices = nat.chain('KUBE-SERVICES');
   const pnum = ruleProtoNum(proto);
   const cat = categorizeEndpoints(eps, sp, node.nodeName);
-  const h = portProtoHash(name, proto);
+  const h = earlier?.ref.name === name && earlier.ref.protocol === proto ? earlier.hash : portProtoHash(name, proto);
   const clusterChain = `KUBE-SVC-${h}`, localChain = `KUBE-SVL-${h}`, extChain = `KUBE-EXT-${h}`, fwChain = `KUBE-FW-${h}`;
-  const sepOf = sepCache(name, proto);
+  frag.hash = h;
+  const sepOf = sepCache(name, proto, sepNames, earlier?.ref.name === name && earlier.ref.protocol === proto ? earlier.sepNames : undefined);
   const usesClusterChain = cat.cluster.length > 0 && usesClusterEndpoints(sp);
   const usesLocalChain = cat.local.length > 0 && usesLocalEndpoints(sp);
   let internalChain = clusterChain, hasInternal = cat.hasAny;
