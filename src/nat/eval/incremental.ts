@@ -26,7 +26,7 @@ import { performance } from 'node:perf_hooks';
 import {
   BuildOptions, ModernContext, SHARED_CHAINS, ServiceFragment, assembleModern, buildRules, modernContext, modernServiceFragment,
 } from '../rules/build';
-import { Chain, Rule, RuleSet, ServiceRef } from '../rules/ir';
+import { Chain, Rule, RuleSet, ServiceRef, countRules } from '../rules/ir';
 import { ClusterState, EndpointInfo, NodeSettings, ServicePortInfo } from '../model/state';
 import { CompileOptions, CompiledRules } from './compile';
 import { Matcher, compileMatcher } from './matcher';
@@ -209,7 +209,8 @@ export class IncrementalProxier {
   /** Compiles the whole rule set into a new matcher, keeping what `prev` (the compaction's source) counted. */
   private recompile(prev: CompiledRules | null): void {
     const rs = this.rules();
-    const spareRules = 4096 + 4 * (this.totalEndpoints + this.state!.servicePorts.length);
+    // Room for re-laid chains before the arrays grow (about 80 bytes a rule over all its arrays).
+    const spareRules = 1024 + (countRules(rs) >> 3);
     const m = compileMatcher(rs, this.node, { ...this.opts, previous: this.m ?? undefined, spareRules });
     if (prev) carryCounters(prev, m.compiled);
     this.m = m;

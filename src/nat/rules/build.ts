@@ -120,6 +120,8 @@ export interface ServiceFragment {
   hash: string;
 }
 
+const NO_RULES: Rule[] = Object.freeze([]) as unknown as Rule[];
+
 /** A TableBuilder look-alike that collects one service port's rules into its fragment. */
 class FragmentSink implements ChainSink {
   private readonly own = new Map<string, Chain>();
@@ -129,7 +131,7 @@ class FragmentSink implements ChainSink {
   }
   chain(name: string): Chain {
     const i = this.sharedIdx.get(name);
-    if (i !== undefined) return { name, builtin: false, policy: null, rules: this.frag.shared[i] };
+    if (i !== undefined) return { name, builtin: false, policy: null, rules: this.shared(i) };
     let c = this.own.get(name);
     if (!c) {
       if (this.name !== 'nat') throw new Error(`internal: a service's own chain ${name} outside the nat table`);
@@ -139,9 +141,14 @@ class FragmentSink implements ChainSink {
     }
     return c;
   }
+  /** Most service ports have rules in one or two shared chains: the others keep NO_RULES. */
+  private shared(i: number): Rule[] {
+    const a = this.frag.shared[i];
+    return a !== NO_RULES ? a : (this.frag.shared[i] = []);
+  }
   rule(chain: string, r: Rule): void {
     const i = this.sharedIdx.get(chain);
-    if (i !== undefined) { this.frag.shared[i].push(r); return; }
+    if (i !== undefined) { this.shared(i).push(r); return; }
     const c = this.own.get(chain);
     if (!c) throw new Error(`internal: chain ${chain} not declared in ${this.name}`);
     c.rules.push(r);
@@ -343,7 +350,7 @@ export function modernServiceFragment(
   const proto = sp.protocol.toLowerCase();
   const name = servicePortNameString(sp);
   const sepNames = new Map<string, string>();
-  const frag: ServiceFragment = { ref: { name, protocol: proto, key: sp.key }, svc, chains: [], shared: SHARED_CHAINS.map(() => []), sepNames, hash: '' };
+  const frag: ServiceFragment = { ref: { name, protocol: proto, key: sp.key }, svc, chains: [], shared: SHARED_CHAINS.map(() => NO_RULES), sepNames, hash: '' };
   const nat = new FragmentSink('nat', frag), filter = new FragmentSink('filter', frag);
   const natServices = nat.chain('KUBE-SERVICES');
   const pnum = ruleProtoNum(proto);
