@@ -4,8 +4,8 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import {
-  ClusterState, EndpointInfo, IncrementalProxier, Matcher, NAT_DNAT, NatDecision, NodeSettings, ServicePortInfo, buildRules,
-  compileMatcher, defaultKubeTunConfig, formatIPv4, makeNodeSettings, parseCidr, renderIptablesSave, servicePortNameString,
+  ClusterState, EndpointInfo, IncrementalProxier, Matcher, NAT_DNAT, NatDecision, NodeSettings, RuleSet, ServicePortInfo, buildRules,
+  compileMatcher, defaultKubeTunConfig, formatIPv4, makeNodeSettings, parseCidr, parseIPv4, renderIptablesSave, servicePortNameString,
   tracePacket,
 } from '../src/nat';
 import { SeededRandom, U32Source } from '../src/lib/random';
@@ -134,6 +134,13 @@ function decisions(m: Matcher, ps: [number, number, number, number][]): string[]
   });
 }
 
+/** "addr:port" of every DNAT rule's destination. */
+function dnatTargets(rs: RuleSet): Set<string> {
+  const out = new Set<string>();
+  for (const t of rs.tables) for (const c of t.chains) for (const r of c.rules) if (r.target?.kind === 'DNAT') out.add(`${formatIPv4(r.target.addr)}:${r.target.port}`);
+  return out;
+}
+
 const OP = fc.tuple(fc.integer({ min: 0, max: 10 }), fc.nat(), fc.nat(), fc.boolean());
 
 describe('IncrementalProxier', () => {
@@ -151,15 +158,22 @@ describe('IncrementalProxier', () => {
         const opts = { largeClusterEndpointsThreshold: threshold, garbageRatio, indexMinRules, random: rng };
         const p = new IncrementalProxier(node, opts);
         p.full(state);
+        let targets = dnatTargets(buildRules(state, node, opts));
         let changed = new Set<string>();
         for (const [op, a, b, last] of changes) {
           const k = applyOp(svcs, op, a, b, ids);
           if (k) changed.add(k);
           if (!last) continue; // several changes in one batch
           state = toState(svcs);
-          p.update(state, changed);
+          const r = p.update(state, changed);
           changed = new Set();
-          expect(renderIptablesSave(p.rules())).toBe(renderIptablesSave(buildRules(state, node, opts)));
+          const rs = buildRules(state, node, opts);
+          expect(renderIptablesSave(p.rules())).toBe(renderIptablesSave(rs));
+          // The endpoints no rule targets any more: what the UDP conntrack flush needs.
+          const now = dnatTargets(rs);
+          expect(r.goneTargets.map((g) => `${formatIPv4(g.addr)}:${g.port}`).sort()).toEqual([...targets].filter((x) => !now.has(x)).sort());
+          for (const x of targets) { const [ip, port] = x.split(':'); expect(p.isDnatTarget(parseIPv4(ip)!, Number(port))).toBe(now.has(x)); }
+          targets = now;
         }
         state = toState(svcs);
         p.update(state, changed);

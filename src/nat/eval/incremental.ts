@@ -47,6 +47,11 @@ export interface SyncResult {
   rebuiltServices: number;
   /** Time the call took. */
   ms: number;
+  /**
+   * DNAT destinations (addr, port) no rule targets any more since the last call: the endpoints
+   * whose UDP conntrack entries kube-proxy flushes (deleteEndpointConnections).
+   */
+  goneTargets: { addr: number; port: number }[];
 }
 
 interface Entry {
@@ -74,6 +79,9 @@ export class IncrementalProxier {
   /** Each shared chain's rules after the services' (the head before them is empty). */
   private tails: Rule[][] = [];
   private cached: RuleSet | null = null;
+  /** How many DNAT rules target addr * 65536 + port; and the targets that dropped to none since the last result. */
+  private readonly targets = new Map<number, number>();
+  private readonly gone = new Set<number>();
 
   constructor(private readonly node: NodeSettings, private readonly opts: IncrementalOptions = {}) {}
 
@@ -89,7 +97,7 @@ export class IncrementalProxier {
     if (this.opts.proxyVersion === 'legacy') {
       this.state = state;
       this.m = compileMatcher(buildRules(state, this.node, this.opts), this.node, { ...this.opts, previous: this.m ?? undefined });
-      return { matcher: this.m, full: true, rebuiltServices: state.servicePorts.length, ms: performance.now() - t0 };
+      return this.result(true, state.servicePorts.length, t0);
     }
     const large = this.largeCluster(countEndpoints(state));
     this.ctx = modernContext(this.node, this.opts, large);
@@ -104,7 +112,7 @@ export class IncrementalProxier {
     this.state = state;
     this.cached = null;
     this.recompile(null);
-    return { matcher: this.m!, full: true, rebuiltServices: state.servicePorts.length, ms: performance.now() - t0 };
+    return this.result(true, state.servicePorts.length, t0);
   }
 
   /**
@@ -167,9 +175,9 @@ export class IncrementalProxier {
     const ratio = this.opts.garbageRatio ?? 0.5;
     if (cr.garbageRules > cr.ruleCount * ratio || cr.garbagePostings > cr.ruleCount * ratio) {
       this.recompile(cr);
-      return { matcher: this.m, full: true, rebuiltServices: keys.size, ms: performance.now() - t0 };
+      return this.result(true, keys.size, t0);
     }
-    return { matcher: this.m, full: false, rebuiltServices: keys.size, ms: performance.now() - t0 };
+    return this.result(false, keys.size, t0);
   }
 
   /**
@@ -189,6 +197,12 @@ export class IncrementalProxier {
     return this.update(state, changed);
   }
 
+  /** Whether some DNAT rule now targets addr:port (what a conntrack entry's reply source says). */
+  isDnatTarget(addr: number, port: number): boolean {
+    if (this.opts.proxyVersion === 'legacy') throw new Error('IncrementalProxier: isDnatTarget needs the modern layout');
+    return this.targets.has((addr >>> 0) * 65536 + port);
+  }
+
   /** The rule set the matcher runs (renderIptablesSave of it equals a full build's text). */
   rules(): RuleSet {
     if (!this.state) throw new Error('IncrementalProxier: full() has not run');
@@ -201,6 +215,25 @@ export class IncrementalProxier {
   }
 
   // -------------------------------------------------------------------------------------------
+
+  private result(full: boolean, rebuiltServices: number, t0: number): SyncResult {
+    const goneTargets = [...this.gone].map((k) => ({ addr: Math.floor(k / 65536) >>> 0, port: k % 65536 }));
+    this.gone.clear();
+    return { matcher: this.m!, full, rebuiltServices, ms: performance.now() - t0, goneTargets };
+  }
+
+  /** Counts (delta +1) or discounts (-1) the DNAT targets of a fragment's own chains. */
+  private countTargets(f: ServiceFragment, delta: 1 | -1): void {
+    for (const c of f.chains) {
+      for (const r of c.rules) {
+        const t = r.target;
+        if (t?.kind !== 'DNAT') continue;
+        const k = (t.addr >>> 0) * 65536 + t.port;
+        const n = (this.targets.get(k) ?? 0) + delta;
+        if (n > 0) { this.targets.set(k, n); if (delta > 0) this.gone.delete(k); } else { this.targets.delete(k); this.gone.add(k); }
+      }
+    }
+  }
 
   private largeCluster(total: number): boolean {
     return total > (this.opts.largeClusterEndpointsThreshold ?? 1000);
@@ -247,8 +280,9 @@ export class IncrementalProxier {
   private put(sp: ServicePortInfo, state: ClusterState, slot: number): Entry {
     const eps: readonly EndpointInfo[] = state.endpoints[sp.key] ?? [];
     const old = this.entries.get(sp.key);
-    if (old) this.totalEndpoints -= old.eps.length;
+    if (old) { this.totalEndpoints -= old.eps.length; this.countTargets(old.frag, -1); }
     const e = { frag: modernServiceFragment(this.ctx!, sp, eps, slot, old?.frag), sp, eps };
+    this.countTargets(e.frag, 1);
     this.entries.set(sp.key, e);
     this.totalEndpoints += eps.length;
     this.services[slot] = e.frag.ref;
@@ -258,6 +292,7 @@ export class IncrementalProxier {
   private drop(key: string): void {
     const e = this.entries.get(key)!;
     this.totalEndpoints -= e.eps.length;
+    this.countTargets(e.frag, -1);
     this.entries.delete(key);
     const slot = this.slots.get(key)!;
     this.slots.delete(key);
