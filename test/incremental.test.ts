@@ -200,7 +200,8 @@ describe('IncrementalProxier', () => {
     svcs.get('aa/svc-0')!.eps.push({ ip: 0x0a010200, cond: 0, local: true });
     let state = toState(svcs);
     const node = makeNodeSettings(state, {});
-    const p = new IncrementalProxier(node, { random: new SeededRandom(7) });
+    // indexMinRules 2: KUBE-SERVICES is indexed and has room, so it is re-laid in place below.
+    const p = new IncrementalProxier(node, { random: new SeededRandom(7), indexMinRules: 2 });
     let m = p.full(state).matcher;
     const d = new NatDecision();
     const clients = [0x0a010501, 0x0a010502, 0x0a010503, 0x0a010504, 0x0a010505];
@@ -210,10 +211,14 @@ describe('IncrementalProxier', () => {
     const otherRule = d.ruleRef;
     const otherHits = m.hits[otherRule];
     expect(otherHits).toBe(1);
+    const servicesHits = () => m.counters().filter((c) => c.table === 'nat' && c.chain === 'KUBE-SERVICES').map((c) => c.hits).sort();
+    expect(servicesHits()).toEqual([1, 5]);
 
     // An endpoint added to the sticky service, another service added and one removed: the clients stay.
     sticky.eps.push({ ip: 0x0a010180, cond: 0, local: true });
-    applyOp(svcs, 0, 0, 0, ids);
+    const added = svcs.get(applyOp(svcs, 0, 0, 0, ids)!)!;
+    Object.assign(added, { iTPLocal: false, eTPLocal: false, rr: false, affinity: false });
+    added.eps.push({ ip: 0x0a010600, cond: 0, local: true }); // its rules go into nat KUBE-SERVICES, before svc-1's
     svcs.delete('zz/svc-2');
     state = toState(svcs);
     const r = p.update(state, new Set(['default/svc-1', 'zz/svc-2', `${['aa', 'default', 'zz'][6 % 3]}/svc-6`]));
@@ -221,6 +226,7 @@ describe('IncrementalProxier', () => {
     expect(r.matcher).toBe(m); // patched in place
     expect(r.rebuiltServices).toBe(3);
     expect(m.hits[otherRule]).toBe(otherHits); // a rule the update kept keeps its count
+    expect(servicesHits()).toEqual([1, 5]); // KUBE-SERVICES was re-laid (a service in, one out): its kept rules moved with their counts
     clients.forEach((c, i) => { m.match(IPPROTO_TCP, c, sticky.clusterIP, 41000 + i, 80, 2000, d); expect(d.addr).toBe(chosen[i]); });
     expect(m.services[d.serviceRef].key).toBe(m.services[stickyRef].key);
     expect(d.serviceRef).toBe(stickyRef);
