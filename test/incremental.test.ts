@@ -274,7 +274,15 @@ describe('IncrementalProxier', () => {
     const k = applyOp(svcs, 0, 3, 1, ids)!;
     const added = svcs.get(k)!;
     added.eps.push({ ip: 0x0a010400, cond: 0, local: true });
-    expect(() => { p.update(toState(svcs), new Set(['aa/svc-0'])); p.rules(); }).toThrow(/not among the changed/);
+    const before = renderIptablesSave(p.rules());
+    svcs.get('aa/svc-0')!.eps = []; // its part of the shared chains changes: they are gathered again
+    // Found while the shared chains are gathered, before the matcher is touched; the next call rebuilds everything.
+    expect(() => p.update(toState(svcs), new Set(['aa/svc-0']))).toThrow(/not among the changed/);
+    expect(() => p.rules()).toThrow(/last update failed/);
+    const r = p.update(toState(svcs), new Set(['aa/svc-0']));
+    expect(r.full).toBe(true);
+    expect(renderIptablesSave(p.rules())).not.toBe(before);
+    expect(renderIptablesSave(p.rules())).toBe(renderIptablesSave(buildRules(toState(svcs), makeNodeSettings(toState(svcs), {}))));
   });
 
   it('a one-endpoint update at 10,000 services is >= 20x faster than a full build + compile', () => {

@@ -91,7 +91,7 @@ export class IncrementalProxier {
     return this.m;
   }
 
-  /** The first sync, and the periodic resync: every fragment rebuilt, a new matcher compiled. */
+  /** The first sync, or when everything may have changed: every fragment rebuilt, a new matcher compiled. */
   full(state: ClusterState): SyncResult {
     const t0 = performance.now();
     if (this.opts.proxyVersion === 'legacy') {
@@ -133,6 +133,9 @@ export class IncrementalProxier {
     if (this.largeCluster(total) !== this.ctx!.largeCluster || keys.size * 4 > state.servicePorts.length + 16) return this.full(state);
 
     const cr = this.m.compiled;
+    // Bookkeeping and matcher change together: if anything throws half-way (a caller that left a
+    // Service out of `changed`, an internal error), the next call rebuilds everything.
+    this.state = null;
     const dirtyShared = new Set<number>();
     const chains = new Map<string, readonly Rule[]>(); // own chains to (re)set, by name
     for (const name of changed) this.byService.delete(name);
@@ -157,13 +160,12 @@ export class IncrementalProxier {
       }
       reconcile(old.frag, e.frag, chains, dirtyShared);
     }
+    const dirty = [...dirtyShared];
+    const lists = this.sharedRules(state, dirty);
     // Apply: declare new chains first (jumps resolve by id), then rules.
     const roots: number[] = [];
     for (const name of chains.keys()) if (cr.chainId('nat', name) < 0) cr.declareChain('nat', name);
     for (const [name, rules] of chains) { const ci = cr.chainId('nat', name); cr.setChainRules(ci, rules); roots.push(ci); }
-    this.state = state;
-    const dirty = [...dirtyShared];
-    const lists = this.sharedRules(dirty);
     dirty.forEach((i, k) => {
       const [t, name] = SHARED_CHAINS[i];
       const ci = cr.chainId(t, name);
@@ -171,6 +173,7 @@ export class IncrementalProxier {
       roots.push(ci);
     });
     cr.maxDepth = Math.max(cr.maxDepth, cr.checkLoops(roots));
+    this.state = state;
     this.cached = null;
     const ratio = this.opts.garbageRatio ?? 0.5;
     if (cr.garbageRules > cr.ruleCount * ratio || cr.garbagePostings > cr.ruleCount * ratio) {
@@ -205,7 +208,7 @@ export class IncrementalProxier {
 
   /** The rule set the matcher runs (renderIptablesSave of it equals a full build's text). */
   rules(): RuleSet {
-    if (!this.state) throw new Error('IncrementalProxier: full() has not run');
+    if (!this.state) throw new Error('IncrementalProxier: no rules: full() has not run, or the last update failed');
     if (this.opts.proxyVersion === 'legacy') return buildRules(this.state, this.node, this.opts);
     if (!this.cached) {
       const frags = this.state.servicePorts.map((sp) => this.entryOf(sp.key).frag);
@@ -257,10 +260,10 @@ export class IncrementalProxier {
   }
 
   /** Shared chains `which` (SHARED_CHAINS indexes): the services' rules in the state's order, then the tail. */
-  private sharedRules(which: readonly number[]): Rule[][] {
+  private sharedRules(state: ClusterState, which: readonly number[]): Rule[][] {
     const outs = which.map((): Rule[] => []);
     if (which.length === 0) return outs;
-    for (const sp of this.state!.servicePorts) {
+    for (const sp of state.servicePorts) {
       const shared = this.entryOf(sp.key).frag.shared;
       for (let j = 0; j < which.length; j++) {
         const r = shared[which[j]], out = outs[j];
