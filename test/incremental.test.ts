@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import {
-  ClusterState, EndpointInfo, IncrementalProxier, Matcher, NAT_DNAT, NatDecision, NodeSettings, RuleSet, ServicePortInfo, buildRules,
+  ClusterState, EndpointInfo, IncrementalProxier, Matcher, NAT_DNAT, NatDecision, NodeSettings, Rule, RuleSet, ServicePortInfo, buildRules,
   compileMatcher, defaultKubeTunConfig, formatIPv4, makeNodeSettings, parseCidr, parseIPv4, renderIptablesSave, servicePortNameString,
   tracePacket,
 } from '../src/nat';
@@ -318,4 +318,41 @@ describe('IncrementalProxier', () => {
     console.log(`10,000 services: full build+compile ${fullMs.toFixed(1)} ms, one-endpoint update median ${median.toFixed(3)} ms (${(fullMs / median).toFixed(0)}x)`);
     expect(median * 20).toBeLessThanOrEqual(fullMs);
   }, 60_000);
+});
+
+describe('CompiledRules.setChainRules + checkChanged (the loop check of an incremental sync)', () => {
+  const jump = (chain: string): Rule => ({ matches: [], target: { kind: 'jump', chain }, svc: -1 });
+  function compiled(): ReturnType<typeof compileMatcher>['compiled'] {
+    const chain = (name: string, rules: Rule[]) => ({ name, builtin: false, policy: null, rules });
+    const rs: RuleSet = {
+      tables: [{ name: 'nat', chains: [chain('A', [jump('B')]), chain('B', [jump('C')]), chain('C', []), chain('D', [])] }],
+      services: [], meta: { proxyVersion: 'modern', nodeName: 'n', masqueradeMark: 0x4000 },
+    };
+    return compileMatcher(rs, { localAddresses: [] }).compiled;
+  }
+
+  it('a jump that closes a loop through unchanged chains is refused', () => {
+    const cr = compiled();
+    cr.setChainRules(cr.chainId('nat', 'C'), [jump('A')]); // C -> A -> B -> C
+    expect(() => cr.checkChanged([cr.chainId('nat', 'C')])).toThrow(/jump loop/);
+  });
+
+  it('new chains and deeper nesting are accepted, and the depth is tracked', () => {
+    const cr = compiled();
+    const e = cr.declareChain('nat', 'E');
+    cr.setChainRules(e, [jump('D')]);
+    cr.setChainRules(cr.chainId('nat', 'C'), [jump('E')]); // A -> B -> C -> E -> D
+    cr.checkChanged([e, cr.chainId('nat', 'C')]);
+    expect(cr.maxDepth).toBeGreaterThanOrEqual(4);
+    cr.setChainRules(cr.chainId('nat', 'D'), [jump('B')]); // D -> B -> C -> E -> D
+    expect(() => cr.checkChanged([cr.chainId('nat', 'D')])).toThrow(/jump loop/);
+  });
+
+  it('a loop among the changed chains alone is refused', () => {
+    const cr = compiled();
+    const x = cr.declareChain('nat', 'X'), y = cr.declareChain('nat', 'Y');
+    cr.setChainRules(x, [jump('Y')]);
+    cr.setChainRules(y, [jump('X')]);
+    expect(() => cr.checkChanged([x, y])).toThrow(/jump loop/);
+  });
 });

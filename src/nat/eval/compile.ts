@@ -51,7 +51,7 @@ const RULE_FIELDS = [
   'rMarkVal', 'rMarkMask', 'rCtMask', 'rStatProb', 'rNthEveryM1', 'rNthCount', 'rRecent', 'rRecentOp', 'rRecentMs',
   'rTarget', 'rTArg', 'rTArg2', 'rSvc', 'rChain',
 ] as const;
-const CHAIN_FIELDS = ['cStart', 'cEnd', 'cCap', 'cPolicyDrop', 'cIdxGenStart', 'cIdxGenEnd', 'cPostStart', 'cPostCap'] as const;
+const CHAIN_FIELDS = ['cStart', 'cEnd', 'cCap', 'cPolicyDrop', 'cIdxGenStart', 'cIdxGenEnd', 'cPostStart', 'cPostCap', 'cLabel'] as const;
 type TypedArray = Uint32Array | Int32Array | Uint16Array | Uint8Array | Float64Array;
 
 function grown<T extends TypedArray>(a: T, cap: number): T {
@@ -97,6 +97,14 @@ export class CompiledRules {
   cIdxGenEnd: Int32Array;
   cPostStart: Int32Array; // the chain's postings room
   cPostCap: Int32Array;
+  /**
+   * A number per chain above its jump targets' (every jump goes to a lower label, so there is no
+   * loop, and the deepest nesting is at most the highest label): the longest jump path below the
+   * chain after a full check; checkChanged() keeps it valid by raising only new chains.
+   */
+  cLabel: Int32Array;
+  /** Chains declared since the last loop check (no older rule can jump to them). */
+  private readonly freshChains = new Set<number>();
   chainCount = 0;
   readonly chainTable: TableName[] = [];
   readonly chainNames: string[] = [];
@@ -142,7 +150,7 @@ export class CompiledRules {
   garbagePostings = 0;
   private hCount: Int32Array;
   private kSlot = new Int32Array(64);
-  private loopState = new Uint8Array(0); private loopDepth = new Int32Array(0);
+  private loopState = new Uint8Array(0); private loopDepth = new Int32Array(0); private loopInS = new Uint8Array(0); private nSeen = 0;
   private loopStC = new Int32Array(0); private loopStK = new Int32Array(0); private loopSeen = new Int32Array(0);
   private touched = new Int32Array(64);
 
@@ -179,7 +187,7 @@ export class CompiledRules {
     const C = chainList.length;
     this.cStart = new Int32Array(C); this.cEnd = new Int32Array(C); this.cPolicyDrop = new Uint8Array(C);
     this.cIdxGenStart = new Int32Array(C).fill(-1); this.cIdxGenEnd = new Int32Array(C).fill(-1);
-    this.cCap = new Int32Array(C); this.cPostStart = new Int32Array(C); this.cPostCap = new Int32Array(C);
+    this.cCap = new Int32Array(C); this.cPostStart = new Int32Array(C); this.cPostCap = new Int32Array(C); this.cLabel = new Int32Array(C);
     for (const t of tables) {
       for (const c of t.chains) {
         if (this.chainId(t.name, c.name) >= 0) throw new MatcherError(`table ${t.name}: chain ${c.name} declared twice`);
@@ -209,7 +217,7 @@ export class CompiledRules {
     this.postings = new Int32Array(P + (opts.spareRules ?? 0));
 
     for (let ci = 0; ci < C; ci++) this.layChain(ci, chainList[ci].rules, undefined, 0, capOf(chainList[ci].rules.length));
-    this.maxDepth = this.checkLoops(null);
+    this.maxDepth = this.checkLoops();
     for (let ci = 0; ci < C; ci++) this.indexChain(ci);
 
     const hook = (t: TableName, c: string) => this.chainId(t, c);
@@ -232,7 +240,8 @@ export class CompiledRules {
     ids.set(name, ci);
     this.chainTable.push(table); this.chainNames.push(name); this.chainRules.push([]);
     this.cStart[ci] = this.cEnd[ci] = this.usedRules;
-    this.cCap[ci] = 0; this.cPostStart[ci] = 0; this.cPostCap[ci] = 0;
+    this.cCap[ci] = 0; this.cPostStart[ci] = 0; this.cPostCap[ci] = 0; this.cLabel[ci] = 0;
+    this.freshChains.add(ci);
     this.cPolicyDrop[ci] = policyDrop ? 1 : 0;
     this.cIdxGenStart[ci] = this.cIdxGenEnd[ci] = -1;
     return ci;
@@ -241,7 +250,7 @@ export class CompiledRules {
   /**
    * Replaces chain ci's rules (incremental sync). Rules that are the same objects as in the chain
    * now keep their compiled entry, hit counter and nth state; the others are compiled. The caller
-   * runs checkLoops over the changed chains afterwards.
+   * runs checkChanged over the changed chains afterwards.
    */
   setChainRules(ci: number, rules: readonly Rule[]): void {
     this.unindexChain(ci);
@@ -426,42 +435,77 @@ export class CompiledRules {
   /** "table/chain" of a chain id. */
   chainName(ci: number): string { return `${this.chainTable[ci]}/${this.chainNames[ci]}`; }
 
-  /**
-   * Rejects jump loops (the kernel refuses them too) in what `roots` reach (null: every chain);
-   * returns the deepest jump nesting from them.
-   */
-  checkLoops(roots: Iterable<number> | null): number {
+  /** Rejects jump loops (the kernel refuses them too); returns the deepest jump nesting; sets every label. */
+  checkLoops(): number {
     const C = this.chainCount;
-    // Scratch kept between calls (an incremental sync checks a few chains of many): only the
-    // chains this call visits are reset at the end.
+    const max = this.withScratch(() => this.dfs(null, null));
+    this.cLabel.set(this.loopDepth.subarray(0, C));
+    this.freshChains.clear();
+    if (max > MAX_DEPTH_LIMIT) throw new MatcherError(`jump nesting ${max} deeper than ${MAX_DEPTH_LIMIT}`);
+    return max;
+  }
+
+  /**
+   * The loop check after setChainRules on `roots` (an incremental sync), in time proportional to
+   * their rules: a changed chain's new label is computed from its targets' (descending only into
+   * other changed chains); when an older chain would have to rise above its label, an older rule
+   * jumping to it might now close a loop, so everything is checked instead.
+   */
+  checkChanged(roots: readonly number[]): void {
+    let full = false, max = 0;
+    this.withScratch(() => {
+      const inS = this.loopInS;
+      for (const c of roots) inS[c] = 1;
+      try {
+        max = this.dfs(roots, inS);
+        for (const c of roots) {
+          const d = this.loopDepth[c];
+          if (d > this.cLabel[c] && !this.freshChains.has(c)) full = true;
+          if (d > this.cLabel[c]) this.cLabel[c] = d;
+        }
+      } finally {
+        for (const c of roots) inS[c] = 0;
+      }
+      return 0;
+    });
+    this.freshChains.clear();
+    if (full || max > MAX_DEPTH_LIMIT) this.maxDepth = this.checkLoops();
+    else if (max > this.maxDepth) this.maxDepth = max;
+  }
+
+  /** Runs f with the DFS scratch arrays sized, resetting the visit marks it leaves. */
+  private withScratch(f: () => number): number {
+    const C = this.chainCount;
+    // Kept between calls (an incremental sync checks a few chains of many): only the chains a
+    // call visits are reset at the end.
     if (this.loopState.length < C + 1) {
-      this.loopState = new Uint8Array(C * 2 + 2); this.loopDepth = new Int32Array(C * 2 + 2);
-      this.loopStC = new Int32Array(C * 2 + 2); this.loopStK = new Int32Array(C * 2 + 2); this.loopSeen = new Int32Array(C * 2 + 2);
+      const n = C * 2 + 2;
+      this.loopState = new Uint8Array(n); this.loopDepth = new Int32Array(n); this.loopInS = new Uint8Array(n);
+      this.loopStC = new Int32Array(n); this.loopStK = new Int32Array(n); this.loopSeen = new Int32Array(n);
     }
-    const state = this.loopState; // 0 new, 1 on the DFS path, 2 done
-    const depth = this.loopDepth, stC = this.loopStC, stK = this.loopStK, seen = this.loopSeen;
-    let nSeen = 0;
+    this.nSeen = 0;
     try {
-      return this.dfs(roots, state, depth, stC, stK, (c) => { seen[nSeen++] = c; });
+      return f();
     } finally {
-      for (let i = 0; i < nSeen; i++) state[seen[i]] = 0;
+      for (let i = 0; i < this.nSeen; i++) this.loopState[this.loopSeen[i]] = 0;
     }
   }
 
-  private dfs(
-    roots: Iterable<number> | null, state: Uint8Array, depth: Int32Array, stC: Int32Array, stK: Int32Array,
-    visit: (c: number) => void,
-  ): number {
+  /**
+   * Depth-first over the jump graph from `roots` (null: every chain), descending only into chains
+   * marked in `inS` when given (the others count with their label); throws on a loop; fills
+   * loopDepth for the chains visited and returns the deepest.
+   */
+  private dfs(roots: readonly number[] | null, inS: Uint8Array | null): number {
     const C = this.chainCount;
+    const state = this.loopState, depth = this.loopDepth, stC = this.loopStC, stK = this.loopStK, seen = this.loopSeen;
     let max = 0;
-    const all = roots === null;
-    const list = all ? null : [...roots];
-    const R = all ? C : list!.length;
+    const R = roots === null ? C : roots.length;
     for (let i = 0; i < R; i++) {
-      const root = all ? i : list![i];
+      const root = roots === null ? i : roots[i];
       if (state[root] !== 0) continue;
       let sp = 0;
-      stC[0] = root; stK[0] = this.cStart[root]; state[root] = 1; visit(root);
+      stC[0] = root; stK[0] = this.cStart[root]; state[root] = 1; seen[this.nSeen++] = root;
       while (sp >= 0) {
         const c = stC[sp];
         let k = stK[sp];
@@ -471,11 +515,12 @@ export class CompiledRules {
           k++;
           if (tk !== T_JUMP && tk !== T_GOTO) continue;
           const n = this.rTArg[k - 1];
+          if (inS !== null && inS[n] === 0) continue;
           if (state[n] === 1) throw new MatcherError(`jump loop through ${this.chainName(n)}`);
           if (state[n] === 0) {
             stK[sp] = k;
             sp++;
-            stC[sp] = n; stK[sp] = this.cStart[n]; state[n] = 1; visit(n);
+            stC[sp] = n; stK[sp] = this.cStart[n]; state[n] = 1; seen[this.nSeen++] = n;
             pushed = true;
             break;
           }
@@ -484,7 +529,10 @@ export class CompiledRules {
         let d = 0;
         for (let j = this.cStart[c]; j < this.cEnd[c]; j++) {
           const tk = this.rTarget[j];
-          if (tk === T_JUMP || tk === T_GOTO) d = Math.max(d, depth[this.rTArg[j]] + 1);
+          if (tk !== T_JUMP && tk !== T_GOTO) continue;
+          const n = this.rTArg[j];
+          // A changed chain ends up with max(its label, its depth) (checkChanged): count that.
+          d = Math.max(d, (inS === null ? depth[n] : inS[n] === 0 ? this.cLabel[n] : Math.max(depth[n], this.cLabel[n])) + 1);
         }
         depth[c] = d;
         if (d > max) max = d;
@@ -492,7 +540,6 @@ export class CompiledRules {
         sp--;
       }
     }
-    if (max > MAX_DEPTH_LIMIT) throw new MatcherError(`jump nesting ${max} deeper than ${MAX_DEPTH_LIMIT}`);
     return max;
   }
 

@@ -172,7 +172,7 @@ export class IncrementalProxier {
       cr.setChainRules(ci, lists[k]);
       roots.push(ci);
     });
-    cr.maxDepth = Math.max(cr.maxDepth, cr.checkLoops(roots));
+    cr.checkChanged(roots);
     this.state = state;
     this.cached = null;
     const ratio = this.opts.garbageRatio ?? 0.5;
