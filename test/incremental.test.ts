@@ -237,6 +237,10 @@ describe('IncrementalProxier', () => {
     m = f.matcher;
     clients.forEach((c, i) => { m.match(IPPROTO_TCP, c, sticky.clusterIP, 42000 + i, 80, 3000, d); expect(d.addr).toBe(chosen[i]); });
     expect(d.serviceRef).toBe(stickyRef);
+    // A new proxier (new node settings) takes the tables over through `previous`.
+    const q = new IncrementalProxier(node, { previous: m });
+    const qm = q.full(state).matcher;
+    clients.forEach((c, i) => { qm.match(IPPROTO_TCP, c, sticky.clusterIP, 43000 + i, 80, 3500, d); expect(d.addr).toBe(chosen[i]); });
     // resync with nothing changed does nothing.
     const again = p.resync(toState(svcs));
     expect(again).toMatchObject({ full: false, rebuiltServices: 0 });

@@ -22,6 +22,10 @@
 // exists, so conntrack entries and metrics that hold a serviceRef stay right across updates; the
 // numbers are not the positions a full buildRules gives (rules() lists them by number; the text
 // it renders is the same as a full build's).
+//
+// The node's settings are fixed for an IncrementalProxier: when they change (the config file, the
+// node's addresses), make a new one, with `previous: oldMatcher` among its options so that the
+// xt_recent tables carry over.
 import { performance } from 'node:perf_hooks';
 import {
   BuildOptions, ModernContext, SHARED_CHAINS, ServiceFragment, assembleModern, buildRules, modernContext, modernServiceFragment,
@@ -96,7 +100,7 @@ export class IncrementalProxier {
     const t0 = performance.now();
     if (this.opts.proxyVersion === 'legacy') {
       this.state = state;
-      this.m = compileMatcher(buildRules(state, this.node, this.opts), this.node, { ...this.opts, previous: this.m ?? undefined });
+      this.m = compileMatcher(buildRules(state, this.node, this.opts), this.node, { ...this.opts, previous: this.m ?? this.opts.previous });
       return this.result(true, state.servicePorts.length, t0);
     }
     const large = this.largeCluster(countEndpoints(state));
@@ -247,7 +251,7 @@ export class IncrementalProxier {
     const rs = this.rules();
     // Room for re-laid chains before the arrays grow (about 80 bytes a rule over all its arrays).
     const spareRules = 1024 + (countRules(rs) >> 3);
-    const m = compileMatcher(rs, this.node, { ...this.opts, previous: this.m ?? undefined, spareRules });
+    const m = compileMatcher(rs, this.node, { ...this.opts, previous: this.m ?? this.opts.previous, spareRules });
     if (prev) carryCounters(prev, m.compiled);
     this.m = m;
     // The shared chains' tails: what follows the services' rules.
