@@ -145,6 +145,8 @@ export class CompiledRules {
   hEnd: Int32Array;
   hMask: number;
   private hUsed = 0;
+  /** Index keys taken, emptied ones included (those of services gone stay until a full compile). */
+  get indexKeys(): number { return this.hUsed; }
   postings: Int32Array;
   private pUsed = 0;
   /** Postings in rooms given up by re-laid chains. */

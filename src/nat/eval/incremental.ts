@@ -180,7 +180,8 @@ export class IncrementalProxier {
     this.state = state;
     this.cached = null;
     const ratio = this.opts.garbageRatio ?? 0.5;
-    if (cr.garbageRules > cr.ruleCount * ratio || cr.garbagePostings > cr.ruleCount * ratio) {
+    // Compaction: rooms left behind, or index keys of services long gone, outweigh what is live.
+    if (cr.garbageRules > cr.ruleCount * ratio || cr.garbagePostings > cr.ruleCount * ratio || cr.indexKeys > 2 * cr.ruleCount + 1024) {
       this.recompile(cr);
       return this.result(true, keys.size, t0);
     }
