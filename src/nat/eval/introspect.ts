@@ -15,24 +15,24 @@ export interface RuleDescription {
 
 export interface RuleCounter { table: TableName; chain: string; ruleNum: number; hits: number }
 
-export function describeRule(c: CompiledRules, ref: number): RuleDescription | null {
-  if (ref < 0 || ref >= c.ruleCount) return null;
+/** The chain holding rule `ref` now, or -1 (out of range, or garbage left by an incremental sync). */
+function liveChain(c: CompiledRules, ref: number): number {
+  if (ref < 0 || ref >= c.usedRules) return -1;
   const ci = c.rChain[ref];
+  return ref >= c.cStart[ci] && ref < c.cEnd[ci] ? ci : -1;
+}
+
+export function describeRule(c: CompiledRules, ref: number): RuleDescription | null {
+  const ci = liveChain(c, ref);
+  if (ci < 0) return null;
   return { table: c.chainTable[ci], chain: c.chainNames[ci], ruleNum: ref - c.cStart[ci] + 1, text: renderRule(c.chainNames[ci], ruleAt(c, ref), { format: 'iptables-save' }) };
 }
 
 /** The IR rule behind a global rule index. */
 export function ruleAt(c: CompiledRules, ref: number): Rule {
-  const ci = c.rChain[ref];
-  let seen = 0;
-  for (const t of c.tables) {
-    if (t.name !== c.chainTable[ci]) { for (const ch of t.chains) seen += ch.rules.length; continue; }
-    for (const ch of t.chains) {
-      if (ref < seen + ch.rules.length) return ch.rules[ref - seen];
-      seen += ch.rules.length;
-    }
-  }
-  throw new RangeError(`rule ${ref}`);
+  const ci = liveChain(c, ref);
+  if (ci < 0) throw new RangeError(`rule ${ref}`);
+  return c.chainRules[ci][ref - c.cStart[ci]];
 }
 
 /** "namespace/name:port/protocol" of a service ref, null for -1 (or out of range). */
@@ -43,9 +43,8 @@ export function serviceName(c: CompiledRules, ref: number): string | null {
 /** Rules with non-zero hit counters. */
 export function ruleCounters(c: CompiledRules): RuleCounter[] {
   const out: RuleCounter[] = [];
-  for (let k = 0; k < c.ruleCount; k++) {
+  for (let ci = 0; ci < c.chainCount; ci++) for (let k = c.cStart[ci]; k < c.cEnd[ci]; k++) {
     if (c.hits[k] === 0) continue;
-    const ci = c.rChain[k];
     out.push({ table: c.chainTable[ci], chain: c.chainNames[ci], ruleNum: k - c.cStart[ci] + 1, hits: c.hits[k] });
   }
   return out;
@@ -54,9 +53,9 @@ export function ruleCounters(c: CompiledRules): RuleCounter[] {
 /** One line: sizes of the tables and the index, local addresses, jump depth, compile time. */
 export function describeRules(c: CompiledRules): string {
   let indexed = 0, generic = 0;
-  for (let ci = 0; ci < c.cStart.length; ci++) if (c.cIdxGenStart[ci] >= 0) { indexed++; generic += c.cIdxGenEnd[ci] - c.cIdxGenStart[ci]; }
+  for (let ci = 0; ci < c.chainCount; ci++) if (c.cIdxGenStart[ci] >= 0) { indexed++; generic += c.cIdxGenEnd[ci] - c.cIdxGenStart[ci]; }
   const local = Array.from(c.local, formatIPv4).join(', ');
-  return `${c.ruleCount} rules in ${c.cStart.length} chains (${indexed} indexed, ${generic} unindexed rules in them, `
+  return `${c.ruleCount} rules in ${c.chainCount} chains (${indexed} indexed, ${generic} unindexed rules in them, `
     + `${c.hMask + 1} index slots), ${c.services.length} service ports, ${c.recentTables.length} recent tables, `
     + `local addresses [${local}] + 127.0.0.0/8, max jump depth ${c.maxDepth}, compiled in ${c.compileMs.toFixed(1)} ms`;
 }

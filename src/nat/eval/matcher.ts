@@ -5,14 +5,15 @@
 // itself, through lo), first match wins, jumps/gotos/RETURN, `-m statistic` (random and nth, as
 // xt_statistic), `-m recent` (xt_recent), MARK bits, DNAT, MASQUERADE.
 //
-// A Matcher is immutable as far as rules go (state: hit counters, xt_recent tables and nth
-// counters). Swap a new one in with one assignment (the daemon's reload does), the userspace
-// equivalent of one iptables-restore transaction. match() allocates nothing.
+// A Matcher from compileMatcher is immutable as far as rules go (state: hit counters, xt_recent
+// tables and nth counters). Swap a new one in with one assignment (the daemon's reload does), the
+// userspace equivalent of one iptables-restore transaction. The exception: an IncrementalProxier
+// (incremental.ts) patches the one it owns between two calls of match(). match() allocates nothing.
 import { Rule, RuleSet } from '../rules/ir';
 import { RandomPool, U32Source } from '../../lib/random';
 import { RecentTable } from './recent';
 import {
-  CT_BIT, CompileOptions, CompiledRules, F_CT, F_CT_INV, F_DPORT, F_DPORT_INV, F_DST, F_DST_INV, F_DST_LOCAL, F_DST_LOCAL_INV,
+  CT_BIT, CompileOptions, CompiledRules, MAX_DEPTH_LIMIT, F_CT, F_CT_INV, F_DPORT, F_DPORT_INV, F_DST, F_DST_INV, F_DST_LOCAL, F_DST_LOCAL_INV,
   F_MARK, F_MARK_INV, F_PROTO, F_PROTO_INV, F_RECENT, F_RECENT_INV, F_RECENT_REAP, F_SIDE_EFFECTS, F_SPORT, F_SPORT_INV,
   F_SRC, F_SRC_INV, F_SRC_LOCAL, F_SRC_LOCAL_INV, F_STAT_INV, F_STAT_NTH, F_STAT_RANDOM, R_REMOVE, R_SET, R_UPDATE,
   T_ACCEPT, T_DNAT, T_DROP, T_GOTO, T_JUMP, T_MARK, T_MASQ, T_NONE, T_REJECT, T_RETURN,
@@ -50,9 +51,6 @@ export class NatDecision {
 const V_ACCEPT = 1, V_DROP = 2, V_REJECT = 3;
 
 export class Matcher {
-  /** Hit counter per rule (global rule index), like iptables' packet counters for first packets. */
-  readonly hits: Uint32Array;
-  readonly ruleCount: number;
   readonly services: readonly { name: string; protocol: string; key: string }[];
   readonly compileMs: number;
   /** The compiled rules (each hot-path method reads them through a local, `const cr = this.cr`). */
@@ -73,14 +71,22 @@ export class Matcher {
   constructor(rs: RuleSet, localAddresses: readonly number[], opts: CompileOptions) {
     const cr = new CompiledRules(rs, localAddresses, opts);
     this.cr = cr;
-    this.hits = cr.hits; this.ruleCount = cr.ruleCount; this.services = cr.services; this.compileMs = cr.compileMs;
+    this.services = cr.services; this.compileMs = cr.compileMs;
     this.rng = opts.random ?? new RandomPool();
-    const D = cr.maxDepth + 2;
+    // Room for the deepest nesting compile.ts accepts: an incremental sync may deepen the rules.
+    const D = MAX_DEPTH_LIMIT + 2;
     this.sChain = new Int32Array(D); this.sMode = new Uint8Array(D);
     this.sP0 = new Int32Array(D); this.sE0 = new Int32Array(D);
     this.sP1 = new Int32Array(D); this.sE1 = new Int32Array(D);
     this.sP2 = new Int32Array(D); this.sE2 = new Int32Array(D);
   }
+
+  /** Hit counter per rule (global rule index), like iptables' packet counters for first packets. */
+  get hits(): Uint32Array { return this.cr.hits; }
+  /** Rules in chains now. */
+  get ruleCount(): number { return this.cr.ruleCount; }
+  /** The compiled rules, for eval/incremental.ts to patch between batches (nothing else). */
+  get compiled(): CompiledRules { return this.cr; }
 
   private isLocal(a: number): boolean {
     if (a >>> 24 === 127) return true;

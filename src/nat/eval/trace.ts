@@ -7,7 +7,7 @@
 // check the compiled Matcher against it.
 import { formatIPv4 } from '../ip';
 import { Match, Rule, RuleSet, Table, TableName, ruleProtoNum, statisticMatchProbability } from '../rules/ir';
-import { withDefaultJumps } from './compile';
+import { withDefaultJumps } from './default-jumps';
 import { renderRule } from '../rules/render';
 
 export interface TracePacket {

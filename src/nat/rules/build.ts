@@ -82,16 +82,80 @@ export function categorizeEndpoints(eps: readonly EndpointInfo[], sp: ServicePor
 }
 
 /** KUBE-SEP names of one service port, each hashed once. */
-function sepCache(name: string, proto: string): (e: EndpointInfo) => string {
-  const m = new Map<string, string>();
+function sepCache(name: string, proto: string, m = new Map<string, string>(), earlier?: ReadonlyMap<string, string>): (e: EndpointInfo) => string {
   return (e) => {
     let s = m.get(e.endpoint);
-    if (s === undefined) m.set(e.endpoint, (s = endpointChainName(name, proto, e.endpoint)));
+    if (s === undefined) m.set(e.endpoint, (s = earlier?.get(e.endpoint) ?? endpointChainName(name, proto, e.endpoint)));
     return s;
   };
 }
 
-class TableBuilder {
+/** Where rules are written: a full build's TableBuilder, or one service port's FragmentSink. */
+interface ChainSink {
+  /** The chain, declared on first use. */
+  chain(name: string): Chain;
+  rule(chain: string, r: Rule): void;
+}
+
+/** The chains every service port appends rules to (the order of ServiceFragment.shared). */
+export const SHARED_CHAINS: readonly (readonly [Table['name'], string])[] = [
+  ['nat', 'KUBE-SERVICES'], ['nat', 'KUBE-NODEPORTS'],
+  ['filter', 'KUBE-SERVICES'], ['filter', 'KUBE-EXTERNAL-SERVICES'], ['filter', 'KUBE-NODEPORTS'], ['filter', 'KUBE-PROXY-FIREWALL'],
+];
+const SHARED_INDEX = new Map<string, Map<string, number>>([['nat', new Map()], ['filter', new Map()]]);
+SHARED_CHAINS.forEach(([t, c], i) => SHARED_INDEX.get(t)!.set(c, i));
+
+/** One service port's part of the rule set (modern layout). */
+export interface ServiceFragment {
+  readonly ref: ServiceRef;
+  /** The number its rules carry (Rule.svc). */
+  readonly svc: number;
+  /** Its own nat chains (KUBE-SVC/SVL/EXT/FW/SEP), in the order a full build declares them. */
+  readonly chains: Chain[];
+  /** Its rules in SHARED_CHAINS[i], in order. */
+  readonly shared: Rule[][];
+  /** KUBE-SEP names by "ip:port" (sha256 each): a rebuild of the same service port reuses them. */
+  readonly sepNames: Map<string, string>;
+  /** portProtoHash of its name and protocol. */
+  hash: string;
+}
+
+const NO_RULES: Rule[] = Object.freeze([]) as unknown as Rule[];
+
+/** A TableBuilder look-alike that collects one service port's rules into its fragment. */
+class FragmentSink implements ChainSink {
+  private readonly own = new Map<string, Chain>();
+  private readonly sharedIdx: Map<string, number>;
+  constructor(readonly name: Table['name'], private readonly frag: ServiceFragment) {
+    this.sharedIdx = SHARED_INDEX.get(name)!;
+  }
+  chain(name: string): Chain {
+    const i = this.sharedIdx.get(name);
+    if (i !== undefined) return { name, builtin: false, policy: null, rules: this.shared(i) };
+    let c = this.own.get(name);
+    if (!c) {
+      if (this.name !== 'nat') throw new Error(`internal: a service's own chain ${name} outside the nat table`);
+      c = { name, builtin: false, policy: null, rules: [] };
+      this.own.set(name, c);
+      this.frag.chains.push(c);
+    }
+    return c;
+  }
+  /** Most service ports have rules in one or two shared chains: the others keep NO_RULES. */
+  private shared(i: number): Rule[] {
+    const a = this.frag.shared[i];
+    return a !== NO_RULES ? a : (this.frag.shared[i] = []);
+  }
+  rule(chain: string, r: Rule): void {
+    const i = this.sharedIdx.get(chain);
+    if (i !== undefined) { this.shared(i).push(r); return; }
+    const c = this.own.get(chain);
+    if (!c) throw new Error(`internal: chain ${chain} not declared in ${this.name}`);
+    c.rules.push(r);
+  }
+}
+
+class TableBuilder implements ChainSink {
   readonly chains: Chain[] = [];
   private readonly byName = new Map<string, Chain>();
   constructor(readonly name: Table['name']) {}
@@ -110,6 +174,13 @@ class TableBuilder {
     const c = this.byName.get(chain);
     if (!c) throw new Error(`internal: chain ${chain} not declared in ${this.name}`);
     c.rules.push(r);
+  }
+  /** A chain built elsewhere (a fragment's), declared here; merged into one of that name if there is one. */
+  adopt(c: Chain): void {
+    const have = this.byName.get(c.name);
+    if (have) { for (const r of c.rules) have.rules.push(r); return; }
+    this.byName.set(c.name, c);
+    this.chains.push(c);
   }
   table(): Table { return { name: this.name, chains: this.chains }; }
 }
@@ -152,11 +223,42 @@ function totalEndpointCount(state: ClusterState): number {
 // ---------------------------------------------------------------------------------------------
 
 function buildModern(state: ClusterState, node: NodeSettings, opts: BuildOptions): RuleSet {
+  const ctx = modernContext(node, opts, totalEndpointCount(state) > (opts.largeClusterEndpointsThreshold ?? 1000));
+  const services: ServiceRef[] = [];
+  function* fragments(): Generator<ServiceFragment> {
+    for (const sp of state.servicePorts) {
+      const f = modernServiceFragment(ctx, sp, state.endpoints[sp.key] ?? [], services.length);
+      services.push(f.ref);
+      yield f;
+    }
+  }
+  return assembleModern(ctx, fragments(), services);
+}
+
+/** What every service port's rules depend on besides the service port itself. */
+export interface ModernContext {
+  readonly node: NodeSettings;
+  readonly opts: BuildOptions;
+  /** More endpoints in total than largeClusterEndpointsThreshold: per-endpoint comments are left out. */
+  readonly largeCluster: boolean;
+  readonly localhostNP: boolean;
+  readonly notLocal: Match | null;
+}
+
+export function modernContext(node: NodeSettings, opts: BuildOptions, largeCluster: boolean): ModernContext {
+  const detector = node.localTrafficCIDR;
+  return { node, opts, largeCluster, localhostNP: effectiveLocalhostNodePorts(node), notLocal: detector ? { kind: 'src', cidr: detector, inv: true } : null };
+}
+
+/**
+ * The whole rule set from the service ports' fragments (in the state's order): the chains and
+ * rules that belong to no service, each fragment's own chains after them, its rules appended to
+ * SHARED_CHAINS, then the rules that close those chains. `services[f.svc]` is fragment f's ref.
+ */
+export function assembleModern(ctx: ModernContext, fragments: Iterable<ServiceFragment>, services: ServiceRef[]): RuleSet {
+  const { node, opts, localhostNP } = ctx;
   const includeJumps = opts.includeJumpRules !== false;
   const mark = node.masqueradeMark;
-  const localhostNP = effectiveLocalhostNodePorts(node);
-  const largeCluster = totalEndpointCount(state) > (opts.largeClusterEndpointsThreshold ?? 1000);
-  const detector = node.localTrafficCIDR;
 
   const filter = new TableBuilder('filter');
   const nat = new TableBuilder('nat');
@@ -209,138 +311,10 @@ function buildModern(state: ClusterState, node: NodeSettings, opts: BuildOptions
     filter.rule('KUBE-FIREWALL', rb().comment('block incoming localnet connections').dst(LOOPBACK).src(LOOPBACK, true)
       .match({ kind: 'conntrack', states: ['RELATED', 'ESTABLISHED', 'DNAT'], inv: true }).build({ kind: 'DROP' }));
   }
-
-  const services: ServiceRef[] = [];
-  const natServices = nat.chain('KUBE-SERVICES');
-  const notLocal: Match | null = detector ? { kind: 'src', cidr: detector, inv: true } : null;
-  for (const sp of state.servicePorts) {
-    const svc = services.length;
-    const proto = sp.protocol.toLowerCase();
-    const pnum = ruleProtoNum(proto);
-    const name = servicePortNameString(sp);
-    services.push({ name, protocol: proto, key: sp.key });
-    const eps = state.endpoints[sp.key] ?? [];
-    const cat = categorizeEndpoints(eps, sp, node.nodeName);
-    const h = portProtoHash(name, proto);
-    const clusterChain = `KUBE-SVC-${h}`, localChain = `KUBE-SVL-${h}`, extChain = `KUBE-EXT-${h}`, fwChain = `KUBE-FW-${h}`;
-    const sepOf = sepCache(name, proto);
-    const usesClusterChain = cat.cluster.length > 0 && usesClusterEndpoints(sp);
-    const usesLocalChain = cat.local.length > 0 && usesLocalEndpoints(sp);
-    let internalChain = clusterChain, hasInternal = cat.hasAny;
-    if (sp.internalPolicyLocal) { internalChain = localChain; if (cat.local.length === 0) hasInternal = false; }
-    let externalPolicyChain = clusterChain, hasExternal = cat.hasAny;
-    if (sp.externalPolicyLocal) { externalPolicyChain = localChain; if (cat.local.length === 0) hasExternal = false; }
-    const usesExtChain = cat.hasAny && externallyAccessible(sp);
-    const usesFW = cat.hasAny && sp.loadBalancerVIPs.length > 0 && sp.loadBalancerSourceRanges.length > 0;
-    const lbChain = usesFW ? fwChain : extChain;
-    let intTarget: 'REJECT' | 'DROP' | null = null, intComment = '';
-    let extTarget: 'REJECT' | 'DROP' | null = null, extComment = '';
-    if (!cat.hasAny) {
-      intTarget = extTarget = 'REJECT';
-      intComment = extComment = `${name} has no endpoints`;
-    } else {
-      if (!hasInternal) { intTarget = 'DROP'; intComment = `${name} has no local endpoints`; }
-      if (!hasExternal) { extTarget = 'DROP'; extComment = `${name} has no local endpoints`; }
-    }
-    const verdict = (t: 'REJECT' | 'DROP') => (t === 'REJECT' ? { kind: 'REJECT' as const, rejectWith: null } : { kind: 'DROP' as const });
-    const cip = cidrOf(sp.clusterIP);
-    // Match objects shared by this service's rules (the IR never mutates them).
-    const L4 = l4Of(pnum), P = protoOf(pnum);
-    const cmtCluster: Match = { kind: 'comment', text: `${name} cluster IP` };
-    const dstCip: Match = { kind: 'dst', cidr: cip, inv: false };
-    const dportSvc: Match = { kind: 'dport', lo: sp.port, hi: sp.port, inv: false };
-
-    // Capture the clusterIP.
-    if (hasInternal) {
-      natServices.rules.push({ matches: [cmtCluster, L4, P, dstCip, dportSvc], target: { kind: 'jump', chain: internalChain }, svc });
-    } else {
-      filter.rule('KUBE-SERVICES', rb().comment(intComment).l4proto(pnum).dst(cip).dport(sp.port).build(verdict(intTarget!), svc));
-    }
-    // Capture externalIPs.
-    for (const eip of sp.externalIPs) {
-      if (cat.hasAny) nat.rule('KUBE-SERVICES', rb().comment(`${name} external IP`).l4proto(pnum).dst(cidrOf(eip)).dport(sp.port).jump(extChain, svc));
-      if (!hasExternal) filter.rule('KUBE-EXTERNAL-SERVICES', rb().comment(extComment).l4proto(pnum).dst(cidrOf(eip)).dport(sp.port).build(verdict(extTarget!), svc));
-    }
-    // Capture load-balancer ingress.
-    for (const lbip of sp.loadBalancerVIPs) {
-      if (cat.hasAny) nat.rule('KUBE-SERVICES', rb().comment(`${name} loadbalancer IP`).l4proto(pnum).dst(cidrOf(lbip)).dport(sp.port).jump(lbChain, svc));
-      if (usesFW) {
-        filter.rule('KUBE-PROXY-FIREWALL', rb().comment(`${name} traffic not accepted by ${fwChain}`).l4proto(pnum).dst(cidrOf(lbip)).dport(sp.port).build({ kind: 'DROP' }, svc));
-      }
-    }
-    if (!hasExternal) {
-      for (const lbip of sp.loadBalancerVIPs) {
-        filter.rule('KUBE-EXTERNAL-SERVICES', rb().comment(extComment).l4proto(pnum).dst(cidrOf(lbip)).dport(sp.port).build(verdict(extTarget!), svc));
-      }
-    }
-    // Capture nodeports.
-    if (sp.nodePort !== 0) {
-      if (cat.hasAny) {
-        if (localhostNP && opts.nfacct) {
-          nat.rule('KUBE-NODEPORTS', rb().comment(name).l4proto(pnum).dst(LOOPBACK).dport(sp.nodePort)
-            .match({ kind: 'nfacct', name: 'localhost_nps_accepted_pkts' }).jump(extChain, svc));
-        }
-        nat.rule('KUBE-NODEPORTS', rb().comment(name).l4proto(pnum).dport(sp.nodePort).jump(extChain, svc));
-      }
-      if (!hasExternal) {
-        filter.rule('KUBE-EXTERNAL-SERVICES', rb().comment(extComment)
-          .match({ kind: 'addrtype', srcType: null, srcInv: false, dstType: 'LOCAL', dstInv: false })
-          .l4proto(pnum).dport(sp.nodePort).build(verdict(extTarget!), svc));
-      }
-    }
-    // Capture healthCheckNodePorts.
-    if (sp.healthCheckNodePort !== 0) {
-      filter.rule('KUBE-NODEPORTS', rb().comment(`${name} health check node port`).l4proto(IPPROTO_TCP).dport(sp.healthCheckNodePort).build({ kind: 'ACCEPT' }, svc));
-    }
-
-    // Internal traffic handling.
-    if (hasInternal) {
-      const ic = nat.chain(internalChain);
-      if (node.masqueradeAll) {
-        ic.rules.push({ matches: [cmtCluster, L4, P, dstCip, dportSvc], target: J_MARK_MASQ, svc });
-      } else if (notLocal) {
-        ic.rules.push({ matches: [cmtCluster, L4, P, dstCip, dportSvc, notLocal], target: J_MARK_MASQ, svc });
-      }
-    }
-    // External traffic handling.
-    if (usesExtChain) {
-      nat.chain(extChain);
-      if (!sp.externalPolicyLocal) {
-        nat.rule(extChain, rb().comment(`masquerade traffic for ${name} external destinations`).jump('KUBE-MARK-MASQ', svc));
-      } else {
-        if (detector) nat.rule(extChain, rb().comment(`pod traffic for ${name} external destinations`).src(detector).jump(clusterChain, svc));
-        const srcLocal: Match = { kind: 'addrtype', srcType: 'LOCAL', srcInv: false, dstType: null, dstInv: false };
-        nat.rule(extChain, rb().comment(`masquerade LOCAL traffic for ${name} external destinations`).match(srcLocal).jump('KUBE-MARK-MASQ', svc));
-        nat.rule(extChain, rb().comment(`route LOCAL traffic for ${name} external destinations`).match(srcLocal).jump(clusterChain, svc));
-      }
-      if (hasExternal) nat.rule(extChain, rb().jump(externalPolicyChain, svc));
-    }
-    // Firewall chain.
-    if (usesFW) {
-      nat.chain(fwChain);
-      let allowFromNode = false;
-      for (const c of sp.loadBalancerSourceRanges) {
-        nat.rule(fwChain, rb().comment(`${name} loadbalancer IP`).src(c).jump(extChain, svc));
-        if (node.nodeIPs.length > 0 && cidrContains(c, node.nodeIPs[0])) allowFromNode = true;
-      }
-      if (allowFromNode) {
-        for (const lbip of sp.loadBalancerVIPs) nat.rule(fwChain, rb().comment(`${name} loadbalancer IP`).src(cidrOf(lbip)).jump(extChain, svc));
-      }
-      nat.rule(fwChain, rb().comment(`other traffic to ${name} will be dropped by KUBE-PROXY-FIREWALL`).build(null, svc));
-    }
-    if (usesClusterChain) { nat.chain(clusterChain); writeEndpointRules(nat, sp, name, sepOf, clusterChain, cat.cluster, largeCluster, false, svc); }
-    if (usesLocalChain) { nat.chain(localChain); writeEndpointRules(nat, sp, name, sepOf, localChain, cat.local, largeCluster, false, svc); }
-    const cmtName: Match = { kind: 'comment', text: name };
-    for (const ep of cat.allReachable) {
-      const sep = sepOf(ep);
-      const sc = nat.chain(sep);
-      const src: Match = { kind: 'src', cidr: cidrOf(ep.ip), inv: false };
-      sc.rules.push({ matches: largeCluster ? [src] : [cmtName, src], target: J_MARK_MASQ, svc });
-      const dm: Match[] = largeCluster ? [] : [cmtName];
-      if (sp.sessionAffinityClientIP) dm.push({ kind: 'recent', name: sep, op: 'set', seconds: 0, reap: false, inv: false });
-      dm.push(L4, P);
-      sc.rules.push({ matches: dm, target: { kind: 'DNAT', addr: ep.ip, port: ep.port }, svc });
-    }
+  const shared = SHARED_CHAINS.map(([t, c]) => (t === 'nat' ? nat : filter).chain(c).rules);
+  for (const f of fragments) {
+    for (const c of f.chains) nat.adopt(c);
+    for (let i = 0; i < shared.length; i++) { const src = f.shared[i]; for (let k = 0; k < src.length; k++) shared[i].push(src[k]); }
   }
 
   // Tail-call to the nodeports chain.
@@ -363,6 +337,149 @@ function buildModern(state: ClusterState, node: NodeSettings, opts: BuildOptions
   return { tables: [filter.table(), nat.table()], services, meta: { proxyVersion: 'modern', nodeName: node.nodeName, masqueradeMark: mark } };
 }
 
+/**
+ * One service port's rules (syncProxyRules' per-service loop body): its own chains and its rules in
+ * the SHARED_CHAINS. `svc` is the number its rules carry (their ServiceRef's index); `earlier`, the
+ * same service port's previous fragment, lends its chain names.
+ */
+export function modernServiceFragment(
+  ctx: ModernContext, sp: ServicePortInfo, eps: readonly EndpointInfo[], svc: number, earlier?: ServiceFragment,
+): ServiceFragment {
+  const { node, opts, largeCluster, localhostNP, notLocal } = ctx;
+  const detector = node.localTrafficCIDR;
+  const proto = sp.protocol.toLowerCase();
+  const name = servicePortNameString(sp);
+  const sepNames = new Map<string, string>();
+  const frag: ServiceFragment = { ref: { name, protocol: proto, key: sp.key }, svc, chains: [], shared: SHARED_CHAINS.map(() => NO_RULES), sepNames, hash: '' };
+  const nat = new FragmentSink('nat', frag), filter = new FragmentSink('filter', frag);
+  const natServices = nat.chain('KUBE-SERVICES');
+  const pnum = ruleProtoNum(proto);
+  const cat = categorizeEndpoints(eps, sp, node.nodeName);
+  const h = earlier?.ref.name === name && earlier.ref.protocol === proto ? earlier.hash : portProtoHash(name, proto);
+  const clusterChain = `KUBE-SVC-${h}`, localChain = `KUBE-SVL-${h}`, extChain = `KUBE-EXT-${h}`, fwChain = `KUBE-FW-${h}`;
+  frag.hash = h;
+  const sepOf = sepCache(name, proto, sepNames, earlier?.ref.name === name && earlier.ref.protocol === proto ? earlier.sepNames : undefined);
+  const usesClusterChain = cat.cluster.length > 0 && usesClusterEndpoints(sp);
+  const usesLocalChain = cat.local.length > 0 && usesLocalEndpoints(sp);
+  let internalChain = clusterChain, hasInternal = cat.hasAny;
+  if (sp.internalPolicyLocal) { internalChain = localChain; if (cat.local.length === 0) hasInternal = false; }
+  let externalPolicyChain = clusterChain, hasExternal = cat.hasAny;
+  if (sp.externalPolicyLocal) { externalPolicyChain = localChain; if (cat.local.length === 0) hasExternal = false; }
+  const usesExtChain = cat.hasAny && externallyAccessible(sp);
+  const usesFW = cat.hasAny && sp.loadBalancerVIPs.length > 0 && sp.loadBalancerSourceRanges.length > 0;
+  const lbChain = usesFW ? fwChain : extChain;
+  let intTarget: 'REJECT' | 'DROP' | null = null, intComment = '';
+  let extTarget: 'REJECT' | 'DROP' | null = null, extComment = '';
+  if (!cat.hasAny) {
+    intTarget = extTarget = 'REJECT';
+    intComment = extComment = `${name} has no endpoints`;
+  } else {
+    if (!hasInternal) { intTarget = 'DROP'; intComment = `${name} has no local endpoints`; }
+    if (!hasExternal) { extTarget = 'DROP'; extComment = `${name} has no local endpoints`; }
+  }
+  const verdict = (t: 'REJECT' | 'DROP') => (t === 'REJECT' ? { kind: 'REJECT' as const, rejectWith: null } : { kind: 'DROP' as const });
+  const cip = cidrOf(sp.clusterIP);
+  // Match objects shared by this service's rules (the IR never mutates them).
+  const L4 = l4Of(pnum), P = protoOf(pnum);
+  const cmtCluster: Match = { kind: 'comment', text: `${name} cluster IP` };
+  const dstCip: Match = { kind: 'dst', cidr: cip, inv: false };
+  const dportSvc: Match = { kind: 'dport', lo: sp.port, hi: sp.port, inv: false };
+
+  // Capture the clusterIP.
+  if (hasInternal) {
+    natServices.rules.push({ matches: [cmtCluster, L4, P, dstCip, dportSvc], target: { kind: 'jump', chain: internalChain }, svc });
+  } else {
+    filter.rule('KUBE-SERVICES', rb().comment(intComment).l4proto(pnum).dst(cip).dport(sp.port).build(verdict(intTarget!), svc));
+  }
+  // Capture externalIPs.
+  for (const eip of sp.externalIPs) {
+    if (cat.hasAny) nat.rule('KUBE-SERVICES', rb().comment(`${name} external IP`).l4proto(pnum).dst(cidrOf(eip)).dport(sp.port).jump(extChain, svc));
+    if (!hasExternal) filter.rule('KUBE-EXTERNAL-SERVICES', rb().comment(extComment).l4proto(pnum).dst(cidrOf(eip)).dport(sp.port).build(verdict(extTarget!), svc));
+  }
+  // Capture load-balancer ingress.
+  for (const lbip of sp.loadBalancerVIPs) {
+    if (cat.hasAny) nat.rule('KUBE-SERVICES', rb().comment(`${name} loadbalancer IP`).l4proto(pnum).dst(cidrOf(lbip)).dport(sp.port).jump(lbChain, svc));
+    if (usesFW) {
+      filter.rule('KUBE-PROXY-FIREWALL', rb().comment(`${name} traffic not accepted by ${fwChain}`).l4proto(pnum).dst(cidrOf(lbip)).dport(sp.port).build({ kind: 'DROP' }, svc));
+    }
+  }
+  if (!hasExternal) {
+    for (const lbip of sp.loadBalancerVIPs) {
+      filter.rule('KUBE-EXTERNAL-SERVICES', rb().comment(extComment).l4proto(pnum).dst(cidrOf(lbip)).dport(sp.port).build(verdict(extTarget!), svc));
+    }
+  }
+  // Capture nodeports.
+  if (sp.nodePort !== 0) {
+    if (cat.hasAny) {
+      if (localhostNP && opts.nfacct) {
+        nat.rule('KUBE-NODEPORTS', rb().comment(name).l4proto(pnum).dst(LOOPBACK).dport(sp.nodePort)
+          .match({ kind: 'nfacct', name: 'localhost_nps_accepted_pkts' }).jump(extChain, svc));
+      }
+      nat.rule('KUBE-NODEPORTS', rb().comment(name).l4proto(pnum).dport(sp.nodePort).jump(extChain, svc));
+    }
+    if (!hasExternal) {
+      filter.rule('KUBE-EXTERNAL-SERVICES', rb().comment(extComment)
+        .match({ kind: 'addrtype', srcType: null, srcInv: false, dstType: 'LOCAL', dstInv: false })
+        .l4proto(pnum).dport(sp.nodePort).build(verdict(extTarget!), svc));
+    }
+  }
+  // Capture healthCheckNodePorts.
+  if (sp.healthCheckNodePort !== 0) {
+    filter.rule('KUBE-NODEPORTS', rb().comment(`${name} health check node port`).l4proto(IPPROTO_TCP).dport(sp.healthCheckNodePort).build({ kind: 'ACCEPT' }, svc));
+  }
+
+  // Internal traffic handling.
+  if (hasInternal) {
+    const ic = nat.chain(internalChain);
+    if (node.masqueradeAll) {
+      ic.rules.push({ matches: [cmtCluster, L4, P, dstCip, dportSvc], target: J_MARK_MASQ, svc });
+    } else if (notLocal) {
+      ic.rules.push({ matches: [cmtCluster, L4, P, dstCip, dportSvc, notLocal], target: J_MARK_MASQ, svc });
+    }
+  }
+  // External traffic handling.
+  if (usesExtChain) {
+    nat.chain(extChain);
+    if (!sp.externalPolicyLocal) {
+      nat.rule(extChain, rb().comment(`masquerade traffic for ${name} external destinations`).jump('KUBE-MARK-MASQ', svc));
+    } else {
+      if (detector) nat.rule(extChain, rb().comment(`pod traffic for ${name} external destinations`).src(detector).jump(clusterChain, svc));
+      const srcLocal: Match = { kind: 'addrtype', srcType: 'LOCAL', srcInv: false, dstType: null, dstInv: false };
+      nat.rule(extChain, rb().comment(`masquerade LOCAL traffic for ${name} external destinations`).match(srcLocal).jump('KUBE-MARK-MASQ', svc));
+      nat.rule(extChain, rb().comment(`route LOCAL traffic for ${name} external destinations`).match(srcLocal).jump(clusterChain, svc));
+    }
+    if (hasExternal) nat.rule(extChain, rb().jump(externalPolicyChain, svc));
+  }
+  // Firewall chain.
+  if (usesFW) {
+    nat.chain(fwChain);
+    let allowFromNode = false;
+    for (const c of sp.loadBalancerSourceRanges) {
+      nat.rule(fwChain, rb().comment(`${name} loadbalancer IP`).src(c).jump(extChain, svc));
+      if (node.nodeIPs.length > 0 && cidrContains(c, node.nodeIPs[0])) allowFromNode = true;
+    }
+    if (allowFromNode) {
+      for (const lbip of sp.loadBalancerVIPs) nat.rule(fwChain, rb().comment(`${name} loadbalancer IP`).src(cidrOf(lbip)).jump(extChain, svc));
+    }
+    nat.rule(fwChain, rb().comment(`other traffic to ${name} will be dropped by KUBE-PROXY-FIREWALL`).build(null, svc));
+  }
+  if (usesClusterChain) { nat.chain(clusterChain); writeEndpointRules(nat, sp, name, sepOf, clusterChain, cat.cluster, largeCluster, false, svc); }
+  if (usesLocalChain) { nat.chain(localChain); writeEndpointRules(nat, sp, name, sepOf, localChain, cat.local, largeCluster, false, svc); }
+  const cmtName: Match = { kind: 'comment', text: name };
+  for (const ep of cat.allReachable) {
+    const sep = sepOf(ep);
+    const sc = nat.chain(sep);
+    const src: Match = { kind: 'src', cidr: cidrOf(ep.ip), inv: false };
+    sc.rules.push({ matches: largeCluster ? [src] : [cmtName, src], target: J_MARK_MASQ, svc });
+    const dm: Match[] = largeCluster ? [] : [cmtName];
+    if (sp.sessionAffinityClientIP) dm.push({ kind: 'recent', name: sep, op: 'set', seconds: 0, reap: false, inv: false });
+    dm.push(L4, P);
+    sc.rules.push({ matches: dm, target: { kind: 'DNAT', addr: ep.ip, port: ep.port }, svc });
+  }
+  return frag;
+}
+
+
 const PROB_CACHE = new Map<number, Match>();
 /** kube-proxy's precomputedProbabilities: one shared statistic match per (n, era). */
 function probabilityMatch(n: number, legacy: boolean): Match {
@@ -374,7 +491,7 @@ function probabilityMatch(n: number, legacy: boolean): Match {
 
 /** writeServiceToEndpointRules, plus kube-tun's rr scheduler as `-m statistic --mode nth`. */
 function writeEndpointRules(
-  nat: TableBuilder, sp: ServicePortInfo, name: string, sepOf: (e: EndpointInfo) => string, chain: string,
+  nat: ChainSink, sp: ServicePortInfo, name: string, sepOf: (e: EndpointInfo) => string, chain: string,
   eps: readonly EndpointInfo[], largeCluster: boolean, legacy: boolean, svc: number,
 ): void {
   const epComment = (e: EndpointInfo) => (legacy ? name : `${name} -> ${e.endpoint}`);
