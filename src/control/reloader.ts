@@ -8,6 +8,7 @@ import { performance } from 'node:perf_hooks';
 import * as fs from 'node:fs';
 import type { Logger } from 'pino';
 import type { ConntrackTable } from '../conntrack';
+import { applyTopology } from '../nat';
 import type { ClusterState, RuleSet } from '../nat';
 import { IPPROTO_UDP } from '../netstack/proto';
 import type { Pipeline } from '../datapath/pipeline';
@@ -26,19 +27,24 @@ const WATCH_INTERVAL_MS = 500;
  * endpoint that no rule targets any more would keep sending a client's datagrams to it forever.
  * TCP entries stay: the endpoint resets them, as with the kernel. Returns the entries removed.
  */
-export function flushStaleUdp(ct: ConntrackTable, rules: RuleSet): number {
-  const live = new Set<number>();
-  for (const t of rules.tables) for (const c of t.chains) for (const r of c.rules) {
-    if (r.target?.kind === 'DNAT') live.add(r.target.addr * 65536 + r.target.port);
-  }
+export function flushStaleUdp(ct: ConntrackTable, stillTargeted: (addr: number, port: number) => boolean): number {
   const stale: number[] = [];
   ct.forEach((slot) => {
     if (ct.proto(slot) !== IPPROTO_UDP) return;
     const dnat = ct.replySrc(slot) !== ct.origDst(slot) || ct.replySport(slot) !== ct.origDport(slot);
-    if (dnat && !live.has(ct.replySrc(slot) * 65536 + ct.replySport(slot))) stale.push(slot);
+    if (dnat && !stillTargeted(ct.replySrc(slot), ct.replySport(slot))) stale.push(slot);
   });
   for (const slot of stale) ct.remove(slot);
   return stale.length;
+}
+
+/** Is (addr, port) the destination of a DNAT rule in `rules`? (--rules mode: no proxier keeps count.) */
+function dnatTargetsOf(rules: RuleSet): (addr: number, port: number) => boolean {
+  const live = new Set<number>();
+  for (const t of rules.tables) for (const c of t.chains) for (const r of c.rules) {
+    if (r.target?.kind === 'DNAT') live.add(r.target.addr * 65536 + r.target.port);
+  }
+  return (addr, port) => live.has(addr * 65536 + port);
 }
 
 export class Reloader {
@@ -54,6 +60,8 @@ export class Reloader {
   private pipeline?: Pipeline;
   private runner?: BoundedFrequencyRunner;
   private watched: string[] = [];
+  /** UDP entries the last patch() flushed. */
+  private lastFlushed = 0;
   /** A sync failed after its changes were taken: the next one redoes everything. */
   private redoAll = false;
   private why: string[] = [];
@@ -135,25 +143,56 @@ export class Reloader {
   }
 
   /**
+   * Applies `changed` Services of `next` through the running proxier. False when the proxier
+   * failed part way (it then forgets its state): the caller rebuilds everything at once, so the
+   * pipeline never keeps a half-patched matcher.
+   */
+  private patch(prev: LoadedDataPath, next: ClusterState, changed: ReadonlySet<string>): boolean {
+    const p = this.pipeline!;
+    let res;
+    try {
+      res = prev.proxier!.update(applyTopology(next, prev.node.nodeName), changed);
+    } catch (e: any) {
+      this.log.warn({ err: e.message }, 'incremental sync failed; rebuilding everything');
+      return false;
+    }
+    p.matcher = res.matcher;
+    this.loaded = { ...prev, state: next, matcher: res.matcher, serviceCount: next.servicePorts.length, ruleCount: res.matcher.ruleCount, compileMs: +res.ms.toFixed(2) };
+    const dead = new Set<number>();
+    for (const t of res.goneTargets) dead.add(t.addr * 65536 + t.port);
+    this.lastFlushed = dead.size === 0 ? 0 : flushStaleUdp(p.ct, (a, port) => !dead.has(a * 65536 + port));
+    return true;
+  }
+
+  /**
    * THE change path: `next` becomes what runs. `changed` names the Services (namespace/name) whose
    * ports or endpoints differ from what runs, or 'all'; an empty set means nothing to do (a
-   * periodic resync of an unchanged state). Today any change rebuilds and recompiles everything
-   * (the incremental compile will replace the inside of this function); the matcher is swapped in
-   * one assignment, conntrack entries are kept, the xt_recent tables are carried over, stale UDP
-   * entries are flushed. Returns false (previous rules stay) when the state is refused.
+   * periodic resync of an unchanged state). A set is applied per Service: the IncrementalProxier
+   * rebuilds those Services' rules and patches the running matcher between two batches; 'all'
+   * rebuilds and recompiles everything and swaps the matcher in one assignment. Either way
+   * conntrack entries are kept, the xt_recent tables carried over, stale UDP entries flushed.
+   * Returns false (previous rules stay) when the state is refused.
    */
   applyState(next: ClusterState, changed: ChangedServices, why: string): boolean {
+    // (Only Services changed here when `changed` is a set: a Node or the configuration makes it
+    // 'all', which rebuilds everything, routes and node settings included.)
     const t0 = performance.now();
     try {
       let changes: SyncChanges = { services: 0, endpoints: 0 };
       let flushed = 0;
       if (changed === 'all' || changed.size > 0) {
-        const built = buildDataPath(next, this.opts, this.loaded.matcher);
-        changes = countChanges(this.loaded.state, next);
-        const p = this.pipeline!;
-        p.matcher = built.matcher;
-        this.loaded = built;
-        flushed = flushStaleUdp(p.ct, built.rules);
+        const prev = this.loaded, p = this.pipeline!;
+        if (changed !== 'all' && prev.proxier && this.patch(prev, next, changed)) {
+          changes = countChanges(prev.state, next, changed);
+          flushed = this.lastFlushed;
+        } else {
+          const built = buildDataPath(next, this.opts, prev.matcher);
+          changes = countChanges(prev.state, next);
+          p.matcher = built.matcher;
+          this.loaded = built;
+          const proxier = built.proxier;
+          flushed = flushStaleUdp(p.ct, proxier ? (a, port) => proxier.isDnatTarget(a, port) : dnatTargetsOf(built.rules()));
+        }
         this.rebuildCount++;
       } else {
         this.loaded = { ...this.loaded, state: next };

@@ -3,7 +3,10 @@
 // and on every sync that changes something; stateChanges says which Services a sync changes.
 import { performance } from 'node:perf_hooks';
 import * as fs from 'node:fs';
-import { loadConfig, makeNodeSettings, buildRules, compileMatcher, renderIptablesSave, ConfigError, importIptablesSave, countRules, formatCidr, applyTopology } from '../nat';
+import {
+  loadConfig, makeNodeSettings, compileMatcher, renderIptablesSave, ConfigError, importIptablesSave, countRules, formatCidr, applyTopology,
+  IncrementalProxier,
+} from '../nat';
 import type { Matcher, ClusterState, NodeSettings, RuleSet } from '../nat';
 import { IPIP_HEADER_LEN } from '../netstack/ipip';
 import type { DataPathSettings, RemoteNode } from '../datapath/pipeline';
@@ -55,14 +58,20 @@ export const DEFAULT_MIN_SYNC_PERIOD_MS = 1_000;
 export interface LoadedDataPath {
   state: ClusterState;
   node: NodeSettings;
-  rules: RuleSet;
   matcher: Matcher;
+  /** The rules compiled now (built on demand from the proxier's fragments: not for the sync path). */
+  rules(): RuleSet;
   settings: DataPathSettings;
   plan: RoutingPlan;
   serviceCount: number;
   ruleCount: number;
   compileMs: number;
   renderLive(): string;
+  /**
+   * With rules built from the objects (not --rules): the proxier that built them, which applies a
+   * later change per Service (Reloader.applyState) instead of rebuilding everything.
+   */
+  proxier?: IncrementalProxier;
 }
 
 /** The config files read and built (file mode's first load). */
@@ -84,8 +93,18 @@ export function buildDataPath(state: ClusterState, o: DaemonOptions, previous?: 
   if (!node.serviceCIDR) throw new ConfigError('KubeTunConfiguration.serviceCIDR: required (the routes into the TUN are built from it)');
   // With --rules the rules come from an iptables-save dump (kube-proxy's, or a real node's); the
   // manifests then only describe the nodes and the cluster settings the routing needs.
-  const rules = o.rulesFile ? importIptablesSave(fs.readFileSync(o.rulesFile, 'utf8'), o.rulesFile) : buildRules(applyTopology(state, node.nodeName), node);
-  const matcher = compileMatcher(rules, node, previous ? { previous } : {});
+  let proxier: IncrementalProxier | undefined;
+  let matcher: Matcher, rules: () => RuleSet;
+  if (o.rulesFile) {
+    const dump = importIptablesSave(fs.readFileSync(o.rulesFile, 'utf8'), o.rulesFile);
+    matcher = compileMatcher(dump, node, previous ? { previous } : {});
+    rules = () => dump;
+  } else {
+    const p = new IncrementalProxier(node, previous ? { previous } : {});
+    matcher = p.full(applyTopology(state, node.nodeName)).matcher;
+    rules = () => p.rules(); // built on demand: `rules --live`, never per sync
+    proxier = p;
+  }
   const remoteNodes: RemoteNode[] = [];
   for (const n of state.nodes) {
     if (n.name === node.nodeName || !n.podCIDR) continue;
@@ -116,19 +135,20 @@ export function buildDataPath(state: ClusterState, o: DaemonOptions, previous?: 
   };
   const compileMs = +(performance.now() - t0).toFixed(2);
   return {
-    state, node, rules, matcher, settings, plan, compileMs,
-    serviceCount: o.rulesFile ? rules.services.length : state.servicePorts.length,
-    ruleCount: countRules(rules),
-    renderLive: () => renderIptablesSave(rules),
+    state, node, matcher, rules, settings, plan, compileMs, proxier,
+    serviceCount: o.rulesFile ? rules().services.length : state.servicePorts.length,
+    ruleCount: o.rulesFile ? countRules(rules()) : matcher.ruleCount,
+    renderLive: () => renderIptablesSave(rules()),
   };
 }
 
 /** Services (namespace/name) whose ports, and whose endpoints, differ between two states. */
-function changedServices(prev: ClusterState | null, next: ClusterState): { services: Set<string>; endpoints: Set<string> } {
+function changedServices(prev: ClusterState | null, next: ClusterState, only?: ReadonlySet<string>): { services: Set<string>; endpoints: Set<string> } {
   const services = (st: ClusterState | null) => {
     const m = new Map<string, string>();
     for (const sp of st?.servicePorts ?? []) {
       const k = `${sp.namespace}/${sp.name}`;
+      if (only && !only.has(k)) continue;
       m.set(k, (m.get(k) ?? '') + withoutSource(sp));
     }
     return m;
@@ -137,6 +157,7 @@ function changedServices(prev: ClusterState | null, next: ClusterState): { servi
     const m = new Map<string, string>();
     for (const sp of st?.servicePorts ?? []) {
       const k = `${sp.namespace}/${sp.name}`;
+      if (only && !only.has(k)) continue;
       const eps = st!.endpoints[sp.key];
       if (eps?.length) m.set(k, (m.get(k) ?? '') + sp.key + JSON.stringify(eps));
     }
@@ -173,8 +194,9 @@ export function stateChanges(prev: ClusterState, next: ClusterState): ReadonlySe
  * Service (namespace/name) added, removed or changed, and one per Service whose endpoints changed
  * (kube-proxy counts EndpointSlice events; kube-tun sees the merged endpoints, so a Service with
  * several changed slices counts once). `prev` null = the first load: everything is a change.
+ * `only`: look at these Services alone (the others are known to be unchanged).
  */
-export function countChanges(prev: ClusterState | null, next: ClusterState): { services: number; endpoints: number } {
-  const c = changedServices(prev, next);
+export function countChanges(prev: ClusterState | null, next: ClusterState, only?: ReadonlySet<string>): { services: number; endpoints: number } {
+  const c = changedServices(prev, next, only);
   return { services: c.services.size, endpoints: c.endpoints.size };
 }
