@@ -363,11 +363,11 @@ export function cleanupOnSignals(cleanup: () => Promise<void>, say: (s: string) 
   }
 }
 
-/** Remove labs whose owning process is gone (a crashed run must not trip up later ones). */
-export function collectStaleLabs(): string[] {
+/** Remove labs whose owning process is gone (a crashed run must not trip up later ones); `only` picks prefixes. */
+export function collectStaleLabs(only: (prefix: string) => boolean = () => true): string[] {
   const removed: string[] = [];
   if (!fs.existsSync(STATE_DIR)) return removed;
-  for (const prefix of fs.readdirSync(STATE_DIR)) {
+  for (const prefix of fs.readdirSync(STATE_DIR).filter(only)) {
     const owner = fs.readFileSync(path.join(STATE_DIR, prefix), 'utf8').trim();
     if (owner === PERSISTENT) continue; // `npm run lab -- down` removes it
     let alive = false;

@@ -6,7 +6,7 @@ import { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Lab, LAB_CONFIG, REPO_ROOT, NodeName, NODES, sleep, renderKernelRules, IptablesBackend } from '../lab';
+import { Lab, LAB_CONFIG, REPO_ROOT, NodeName, NODES, sleep, renderKernelRules, IptablesBackend, collectStaleLabs } from '../lab';
 import { controlRequest } from '../../src/control/control-socket';
 import { VariantId, isKubeTun } from './results';
 import { nsText, tryText } from './exec';
@@ -307,28 +307,10 @@ export function rulesAhead(text: string, t: ServiceTarget): number {
   return -1;
 }
 
-const LAB_STATE_DIR = '/run/kube-tun-lab';
-
 /**
  * Remove the labs of earlier bench runs whose process is gone (prefix "bk"; other labs are left to
  * their owners): namespaces, the processes still inside them, state and scratch directories.
  */
 export function collectStaleBenchLabs(): string[] {
-  const removed: string[] = [];
-  if (!fs.existsSync(LAB_STATE_DIR)) return removed;
-  const all = tryText('ip', ['netns', 'list']).split('\n').map((l) => l.split(' ')[0]);
-  for (const prefix of fs.readdirSync(LAB_STATE_DIR).filter((p) => /^bk[0-9a-f]{4}[tln]$/.test(p))) {
-    const pid = Number(fs.readFileSync(path.join(LAB_STATE_DIR, prefix), 'utf8'));
-    let alive = false;
-    try { process.kill(pid, 0); alive = true; } catch { /* dead */ }
-    if (alive) continue;
-    for (const ns of all.filter((n) => n.startsWith(`${prefix}-`))) {
-      for (const p of tryText('ip', ['netns', 'pids', ns]).split(/\s+/).filter(Boolean)) { try { process.kill(Number(p), 'SIGKILL'); } catch { /* gone */ } }
-      tryText('ip', ['netns', 'del', ns]);
-    }
-    fs.rmSync(path.join(LAB_STATE_DIR, prefix), { force: true });
-    fs.rmSync(path.join('/tmp', `kube-tun-${prefix}`), { recursive: true, force: true });
-    removed.push(prefix);
-  }
-  return removed;
+  return collectStaleLabs((prefix) => /^bk[0-9a-f]{4}[tln]$/.test(prefix));
 }
