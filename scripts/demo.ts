@@ -96,7 +96,7 @@ async function main(): Promise<void> {
       const shown = lines.filter((l) => /dst=10\.(99|96|101)\.|dport=3033[78]/.test(l));
       console.log(shown.slice(0, 12).join('\n'));
       if (shown.length > 12) console.log(`... ${shown.length - 12} more`);
-      console.log(lines.filter((l) => l.startsWith('conntrack v')).join(''));
+      console.log(`(${lines.filter((l) => /^(tcp|udp|icmp) /.test(l)).length} entries on ${n.name})`);
     }
     for (const n of nodes) {
       const s = JSON.parse(cli(n, ['stats']));

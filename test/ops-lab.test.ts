@@ -237,7 +237,11 @@ describe('one node: metrics, health, pcap, conntrack -E, cleanup', () => {
     expect(parseAnswers(curl(lab.podNs('client1'), `http://${VIP}:9999/`, ['--local-port', '40123', '-H', 'Connection: close']))).toHaveLength(1);
     const mine = () => evLines.filter((l) => l.includes(`src=${CLIENT1} dst=${VIP} sport=40123 `));
     await waitFor('TIME_WAIT', () => mine().some((l) => l.includes('TIME_WAIT')));
-    expect(kt.cli(['conntrack', '-D', '-p', 'tcp', '-s', CLIENT1, '--sport', '40123'])).toMatch(/kube-tun conntrack: 1 flow entries have been deleted\./);
+    // As conntrack -D: the deleted entry on stdout, the count on stderr.
+    const del = spawnSync(process.execPath, [CLI, 'conntrack', '-D', '-p', 'tcp', '-s', CLIENT1, '--sport', '40123', '--control-socket', kt.socket], { encoding: 'utf8' });
+    expect(del.status, del.stderr).toBe(0);
+    expect(del.stdout).toMatch(new RegExp(`^tcp +6 \\d+ TIME_WAIT src=${CLIENT1.replace(/\./g, '\\.')} dst=${VIP.replace(/\./g, '\\.')} sport=40123 dport=9999 .*\\n$`));
+    expect(del.stderr).toBe('kube-tun conntrack: 1 flow entries have been deleted.\n');
     await waitFor('DESTROY', () => mine().some((l) => l.includes('[DESTROY]')));
     const ev = mine();
     const tuple = `src=${CLIENT1} dst=${VIP} sport=40123 dport=9999`;
@@ -250,6 +254,42 @@ describe('one node: metrics, health, pcap, conntrack -E, cleanup', () => {
     expect(ev.at(-1)).toMatch(new RegExp(`^\\[DESTROY\\] tcp      6 1[01]\\d TIME_WAIT ${tuple} ${reply} \\[ASSURED\\]$`));
     expect(ev.filter((l) => l.includes('[NEW]'))).toHaveLength(1);
     expect(ev.filter((l) => l.includes('[DESTROY]'))).toHaveLength(1);
+  });
+
+  it('conntrack -L/-D/-C/-S answer like conntrack-tools: summary on stderr, -D exits 1 on no match, -o extended, usage errors', () => {
+    const ct = (...args: string[]) => spawnSync(process.execPath, [CLI, 'conntrack', ...args, '--control-socket', kt.socket], { encoding: 'utf8' });
+    expect(parseAnswers(curl(lab.podNs('client1'), `http://${VIP}:9999/`, ['--local-port', '40125', '-H', 'Connection: close']))).toHaveLength(1);
+    const list = ct('-L', '-p', 'tcp', '--sport', '40125');
+    expect(list.status, list.stderr).toBe(0);
+    expect(list.stdout).toMatch(/^tcp +6 \d+ \S+ src=10\.1\.139\.70 dst=10\.99\.64\.233 sport=40125 dport=9999 /);
+    expect(list.stdout).not.toMatch(/flow entries/);
+    expect(list.stderr).toBe('kube-tun conntrack: 1 flow entries have been shown.\n');
+    const ext = ct('-L', '-o', 'extended', '-p', 'tcp', '--sport', '40125');
+    const noTimeout = (x: string) => x.replace(/^((?:ipv4 +2 )?tcp +6 )\d+/, '$1');  // the seconds left tick between the calls
+    expect(ext.stdout).toMatch(/^ipv4     2 tcp +6 \d+ /);
+    expect(noTimeout(ext.stdout)).toBe(noTimeout(`ipv4     2 ${list.stdout}`));
+    // -C counts what the table holds, -S prints the statistics line conntrack-tools prints per CPU.
+    const count = ct('-C');
+    expect(count.stdout).toMatch(/^\d+\n$/);
+    expect(Number(count.stdout)).toBe(JSON.parse(kt.cli(['stats'])).conntrack.entries);
+    expect(ct('-S').stdout).toMatch(/^cpu=0 +\tfound=\d+ invalid=\d+ insert=[1-9]\d* insert_failed=\d+ drop=\d+ early_drop=\d+ error=0 search_restart=0 clash_resolve=0 chaintoolong=0 \n$/);
+    // Nothing to delete: exit 1, like conntrack -D.
+    const none = ct('-D', '-p', 'udp', '--sport', '9');
+    expect(none.status).toBe(1);
+    expect(none.stdout).toBe('');
+    expect(none.stderr).toBe('kube-tun conntrack: 0 flow entries have been deleted.\n');
+    // A typo in a filter is a usage error naming the value, not an empty listing.
+    for (const [args, msg] of [
+      [['-L', '--state', 'ESTABLISHD'], '--state "ESTABLISHD": not a TCP state'],
+      [['-L', '-p', 'tcpp'], '-p "tcpp": unknown protocol'],
+      [['-L', '-s', '10.1'], '-s "10.1": not an IPv4 address'],
+      [['-L', '-o', 'xml'], '-o "xml": only -o extended'],
+      [['-L', '-C'], 'give exactly one of -L, -E, -D, -C, -S'],
+    ] as const) {
+      const r = ct(...args);
+      expect(r.status, args.join(' ')).toBe(2);
+      expect(r.stderr).toContain(msg);
+    }
   });
 
   it('conntrack -E shows DESTROY when an entry expires: a connection reset goes CLOSE (10 s) and is swept', async () => {

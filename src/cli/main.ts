@@ -6,7 +6,8 @@ import { controlRequest, defaultControlSocket, DEFAULT_CONTROL_DIR } from '../co
 import { DEFAULT_HEALTHZ_BIND_ADDRESS, DEFAULT_METRICS_BIND_ADDRESS } from '../ops/http';
 import { loadDaemonConfigFile, mergeFlags, explicitFlags, ConfigFileError } from './config-file';
 import { OPTIONS, UsageError, intFlag } from './flags';
-import { CONNTRACK_TOOL } from '../ops/conntrack-filter';
+import { CONNTRACK_TOOL, protoNumber } from '../ops/conntrack-filter';
+import { TCP_STATE_NAMES } from '../conntrack';
 
 const USAGE = `usage: kube-tun <command> [options]
 
@@ -24,10 +25,12 @@ const USAGE = `usage: kube-tun <command> [options]
              (if any) hold no Node, Service or EndpointSlice, the in-cluster API server
              (service account token and CA); else the --config files. In watch mode --config
              files give only the KubeTunConfiguration
-  conntrack  -L | -E | -D  [-p tcp|udp|icmp] [-s ADDR] [-d ADDR] [--sport N] [--dport N]
+  conntrack  -L | -E | -D | -C | -S  [-p tcp|udp|icmp] [-s ADDR] [-d ADDR] [--sport N] [--dport N]
              [-r|--reply-src ADDR] [-q|--reply-dst ADDR] [--state STATE] [--status ASSURED|UNREPLIED]
-             [-e|--event-mask NEW,UPDATE,DESTROY]   list, stream events of (-E), or delete the
-             running daemon's connections, in conntrack-tools' format
+             [-e|--event-mask NEW,UPDATE,DESTROY] [-o extended]   list, stream events of (-E),
+             delete, count (-C) or show statistics (-S) of the running daemon's connections, in
+             conntrack-tools' format (entries on stdout, the summary on stderr; -D exits 1 when
+             nothing matched)
   stats      packet, drop and conntrack counters of the running daemon (JSON)
   reload     re-read the config files now (as SIGHUP and a file change do)
   pcap       start FILE [--max-packets N] | stop | status   capture what enters and leaves the
@@ -72,17 +75,16 @@ export async function main(argv: string[]): Promise<number> {
     case 'run':
       return (await import('./run')).run(values, pino({ level: values['log-level'] }, pino.destination({ dest: 2, sync: true })));
     case 'conntrack': {
-      const args = {
-        proto: values.proto, src: values.src, dst: values.dst,
-        sport: intFlag(values.sport, 'sport'), dport: intFlag(values.dport, 'dport'),
-        replySrc: values['reply-src'], replyDst: values['reply-dst'], state: values.state, status: values.status,
-        eventMask: values['event-mask'],
-      };
-      const n = [values.L, values.E, values.D].filter(Boolean).length;
-      if (n !== 1) throw new UsageError('conntrack: give exactly one of -L, -E, -D');
+      const args = await conntrackFilter(values);
+      const n = [values.L, values.E, values.D, values.C, values.S].filter(Boolean).length;
+      if (n !== 1) throw new UsageError('conntrack: give exactly one of -L, -E, -D, -C, -S');
       if (values['event-mask'] && !values.E) throw new UsageError('conntrack: -e/--event-mask goes with -E');
+      if (values.output !== undefined && values.output !== 'extended') throw new UsageError(`conntrack: -o "${values.output}": only -o extended is supported`);
+      if (values.output !== undefined && !values.L && !values.D) throw new UsageError('conntrack: -o extended goes with -L or -D');
       if (values.E) return streamEvents(socket, args);
-      return ask({ cmd: values.L ? 'conntrack-list' : 'conntrack-delete', args });
+      if (values.C) return ask({ cmd: 'conntrack-count' });
+      if (values.S) return ask({ cmd: 'conntrack-stats' });
+      return askConntrack(socket, { cmd: values.L ? 'conntrack-list' : 'conntrack-delete', args }, values.output === 'extended');
     }
     case 'stats':
       return ask({ cmd: 'stats' });
@@ -129,6 +131,60 @@ async function askDaemon(socket: string, req: { cmd: string; args?: Record<strin
   });
   if (decided === undefined && head) process.stdout.write(head);
   return decided === 'err' ? 1 : 0;
+}
+
+/**
+ * conntrack-tools' selection options, checked here so that a typo is a usage error (exit 2) that
+ * names the value, not an empty listing.
+ */
+async function conntrackFilter(values: Record<string, any>): Promise<Record<string, unknown>> {
+  const { parseIPv4Strict } = await import('../nat'); // loaded for conntrack only: the CLI starts fast
+  const f = {
+    proto: values.proto, src: values.src, dst: values.dst,
+    sport: intFlag(values.sport, 'sport'), dport: intFlag(values.dport, 'dport'),
+    replySrc: values['reply-src'], replyDst: values['reply-dst'], state: values.state, status: values.status,
+    eventMask: values['event-mask'],
+  };
+  if (f.proto !== undefined) {
+    try { protoNumber(f.proto); } catch { throw new UsageError(`conntrack: -p "${f.proto}": unknown protocol (tcp, udp, icmp, … or a number 0-255)`); }
+  }
+  if (f.state !== undefined && !TCP_STATE_NAMES.includes(String(f.state).toUpperCase())) {
+    throw new UsageError(`conntrack: --state "${f.state}": not a TCP state (${TCP_STATE_NAMES.join(', ')})`);
+  }
+  if (f.status !== undefined && !['ASSURED', 'UNREPLIED'].includes(String(f.status).toUpperCase())) {
+    throw new UsageError(`conntrack: --status "${f.status}": not a status kube-tun filters on (ASSURED, UNREPLIED)`);
+  }
+  for (const [flag, v] of [['-s', f.src], ['-d', f.dst], ['-r', f.replySrc], ['-q', f.replyDst]] as const) {
+    if (v !== undefined && parseIPv4Strict(String(v)) === null) throw new UsageError(`conntrack: ${flag} "${v}": not an IPv4 address`);
+  }
+  return f;
+}
+
+/**
+ * `conntrack -L` / `-D` as conntrack-tools answers: the entries on stdout (`-o extended`: with the
+ * "ipv4     2" layer-3 prefix), the "N flow entries have been shown/deleted." summary on stderr;
+ * `-D` exits 1 when nothing matched.
+ */
+async function askConntrack(socket: string, req: { cmd: string; args?: Record<string, unknown> }, extended: boolean): Promise<number> {
+  let partial = '', failed = false, deleted = -1;
+  const line = (l: string) => {
+    if (l.startsWith('error: ')) { failed = true; process.stderr.write(`kube-tun: ${l.slice(7)}\n`); return; }
+    if (l.startsWith(`${CONNTRACK_TOOL}:`)) {
+      process.stderr.write(`${l}\n`);
+      const m = / (\d+) flow entries have been deleted\./.exec(l);
+      if (m) deleted = Number(m[1]);
+      return;
+    }
+    process.stdout.write(extended && !failed ? `ipv4     2 ${l}\n` : `${l}\n`);
+  };
+  await controlRequest(socket, req, (s) => {
+    partial += s;
+    const lines = partial.split('\n');
+    partial = lines.pop()!;
+    for (const l of lines) line(l);
+  });
+  if (partial) line(partial);
+  return failed || deleted === 0 ? 1 : 0;
 }
 
 /** `conntrack -E`: stream until interrupted, then print the count to stderr in conntrack-tools' format. */

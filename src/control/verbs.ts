@@ -4,7 +4,7 @@ import { performance } from 'node:perf_hooks';
 import type * as net from 'node:net';
 import type { Logger } from 'pino';
 import { formatEntry } from '../conntrack';
-import type { ConntrackTable } from '../conntrack';
+import type { ConntrackTable, ConntrackCounters } from '../conntrack';
 import { pcapControl } from '../io/pcap';
 import type { PcapTap } from '../io/pcap';
 import { filterEntries, CONNTRACK_TOOL } from '../ops/conntrack-filter';
@@ -35,12 +35,18 @@ export function handleControl(ctx: VerbContext, req: ControlRequest, sock: net.S
         `${CONNTRACK_TOOL}: ${lines.length} flow entries have been shown.\n`;
     }
     case 'conntrack-delete': {
+      // Like conntrack -D: each entry is printed as it was, then removed.
       const now = performance.now();
       const victims: number[] = [];
-      filterEntries(ctx.ct, a as ListFilter, now, (slot) => victims.push(slot));
+      const lines: string[] = [];
+      filterEntries(ctx.ct, a as ListFilter, now, (slot) => { victims.push(slot); lines.push(formatEntry(ctx.ct, slot, now)); });
       ctx.events.remove(victims, now);
-      return `${CONNTRACK_TOOL}: ${victims.length} flow entries have been deleted.\n`;
+      return lines.join('\n') + (lines.length ? '\n' : '') + `${CONNTRACK_TOOL}: ${victims.length} flow entries have been deleted.\n`;
     }
+    case 'conntrack-count':
+      return `${ctx.ct.size}\n`;
+    case 'conntrack-stats':
+      return formatConntrackStats(ctx.ct.counters);
     case 'conntrack-events':
       ctx.events.add(sock, a);
       return;
@@ -59,4 +65,13 @@ export function handleControl(ctx: VerbContext, req: ControlRequest, sock: net.S
     default:
       throw new Error(`unknown command "${req.cmd}"`);
   }
+}
+
+/**
+ * `conntrack -S` as conntrack-tools prints the kernel's per-CPU statistics, for the one table
+ * kube-tun has (cpu=0). error, clash_resolve and chaintoolong have no counterpart here: always 0.
+ */
+export function formatConntrackStats(c: ConntrackCounters): string {
+  return `cpu=0   \tfound=${c.found} invalid=${c.invalid} insert=${c.inserts} insert_failed=${c.insertFailed} drop=${c.drop} ` +
+    `early_drop=${c.earlyDrops} error=0 search_restart=${c.searchRestarts} clash_resolve=0 chaintoolong=0 \n`;
 }
