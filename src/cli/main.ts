@@ -84,7 +84,7 @@ export async function main(argv: string[]): Promise<number> {
       if (values.E) return streamEvents(socket, args);
       if (values.C) return ask({ cmd: 'conntrack-count' });
       if (values.S) return ask({ cmd: 'conntrack-stats' });
-      return askConntrack(socket, { cmd: values.L ? 'conntrack-list' : 'conntrack-delete', args }, values.output === 'extended');
+      return askConntrack(socket, { cmd: values.L ? 'conntrack-list' : 'conntrack-delete', args: { ...args, extended: values.output === 'extended' } });
     }
     case 'stats':
       return ask({ cmd: 'stats' });
@@ -161,11 +161,11 @@ async function conntrackFilter(values: Record<string, any>): Promise<Record<stri
 }
 
 /**
- * `conntrack -L` / `-D` as conntrack-tools answers: the entries on stdout (`-o extended`: with the
- * "ipv4     2" layer-3 prefix), the "N flow entries have been shown/deleted." summary on stderr;
+ * `conntrack -L` / `-D` as conntrack-tools answers: the entries on stdout (the daemon formats
+ * them, `-o extended` included), the "N flow entries have been shown/deleted." summary on stderr;
  * `-D` exits 1 when nothing matched.
  */
-async function askConntrack(socket: string, req: { cmd: string; args?: Record<string, unknown> }, extended: boolean): Promise<number> {
+async function askConntrack(socket: string, req: { cmd: string; args?: Record<string, unknown> }): Promise<number> {
   let partial = '', failed = false, deleted = -1;
   const line = (l: string) => {
     if (l.startsWith('error: ')) { failed = true; process.stderr.write(`kube-tun: ${l.slice(7)}\n`); return; }
@@ -175,7 +175,7 @@ async function askConntrack(socket: string, req: { cmd: string; args?: Record<st
       if (m) deleted = Number(m[1]);
       return;
     }
-    process.stdout.write(extended && !failed ? `ipv4     2 ${l}\n` : `${l}\n`);
+    process.stdout.write(`${l}\n`);
   };
   await controlRequest(socket, req, (s) => {
     partial += s;

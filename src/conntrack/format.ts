@@ -11,7 +11,9 @@
 //   ("ipv4     2 tcp      6 …"), otherwise the same fields, ending "use=%u".
 //
 // Listing helpers, not hot path: they build strings.
-import { IPPROTO_ICMP, IPPROTO_TCP } from '../netstack/proto';
+import {
+  IPPROTO_DCCP, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE, PROTO_NAME,
+} from '../netstack/proto';
 import type { ConntrackTable } from './table';
 import { ConntrackEventType, DIR_ORIGINAL, DIR_REPLY, IPS_ASSURED, IPS_SEEN_REPLY, IPS_OFFLOAD, IPS_HW_OFFLOAD } from './types';
 import { TCP_STATE_NAMES } from './tcp-state';
@@ -25,13 +27,14 @@ export interface FormatOptions {
   proc?: boolean;
 }
 
-const PROTO_NAMES: Record<number, string> = {
-  1: 'icmp', 6: 'tcp', 17: 'udp', 33: 'dccp', 47: 'gre', 58: 'icmpv6', 132: 'sctp', 136: 'udplite',
-};
+/** The protocols nf_conntrack has a tracker for: the kernel names these and prints "unknown" for the rest (IPIP included). */
+const TRACKED: ReadonlySet<number> = new Set([
+  IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_DCCP, IPPROTO_GRE, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_UDPLITE,
+]);
 
 /** Protocol name as conntrack-tools and the kernel print it ("unknown" for the rest). */
 export function protoName(proto: number): string {
-  return PROTO_NAMES[proto] ?? 'unknown';
+  return TRACKED.has(proto) ? PROTO_NAME[proto] : 'unknown';
 }
 
 /** Dotted quad of an unsigned 32-bit host-order address. */
@@ -48,7 +51,7 @@ function tuple(table: ConntrackTable, slot: number, dir: number): string {
   const proto = table.proto(slot);
   let s = `src=${formatIp(table.keySrc(key))} dst=${formatIp(table.keyDst(key))} `;
   switch (proto) {
-    case 6: case 17: case 33: case 132: case 136:
+    case IPPROTO_TCP: case IPPROTO_UDP: case IPPROTO_DCCP: case IPPROTO_SCTP: case IPPROTO_UDPLITE:
       s += `sport=${table.keySport(key)} dport=${table.keyDport(key)} `;
       break;
     case IPPROTO_ICMP: {
@@ -56,7 +59,7 @@ function tuple(table: ConntrackTable, slot: number, dir: number): string {
       s += `type=${type} code=${table.icmpCode(slot)} id=${table.keySport(key)} `;
       break;
     }
-    case 47:
+    case IPPROTO_GRE:
       s += `srckey=0x${table.keySport(key).toString(16)} dstkey=0x${table.keyDport(key).toString(16)} `;
       break;
     default:

@@ -30,7 +30,8 @@ export function handleControl(ctx: VerbContext, req: ControlRequest, sock: net.S
     case 'conntrack-list': {
       const now = performance.now();
       const lines: string[] = [];
-      filterEntries(ctx.ct, a as ListFilter, now, (slot) => lines.push(formatEntry(ctx.ct, slot, now)));
+      const fmt = { proc: a.extended === true }; // -o extended: the /proc/net/nf_conntrack layout ("ipv4     2 …")
+      filterEntries(ctx.ct, a as ListFilter, now, (slot) => lines.push(formatEntry(ctx.ct, slot, now, fmt)));
       return lines.join('\n') + (lines.length ? '\n' : '') +
         `${CONNTRACK_TOOL}: ${lines.length} flow entries have been shown.\n`;
     }
@@ -39,7 +40,8 @@ export function handleControl(ctx: VerbContext, req: ControlRequest, sock: net.S
       const now = performance.now();
       const victims: number[] = [];
       const lines: string[] = [];
-      filterEntries(ctx.ct, a as ListFilter, now, (slot) => { victims.push(slot); lines.push(formatEntry(ctx.ct, slot, now)); });
+      const fmt = { proc: a.extended === true };
+      filterEntries(ctx.ct, a as ListFilter, now, (slot) => { victims.push(slot); lines.push(formatEntry(ctx.ct, slot, now, fmt)); });
       ctx.events.remove(victims, now);
       return lines.join('\n') + (lines.length ? '\n' : '') + `${CONNTRACK_TOOL}: ${victims.length} flow entries have been deleted.\n`;
     }

@@ -6,13 +6,15 @@ export const IPPROTO_IPIP = 4;
 export const IPPROTO_TCP = 6;
 export const IPPROTO_UDP = 17;
 export const IPPROTO_DCCP = 33;
+export const IPPROTO_GRE = 47;
+export const IPPROTO_ICMPV6 = 58;
 export const IPPROTO_SCTP = 132;
 export const IPPROTO_UDPLITE = 136;
 
 /** Lower-case names as `iptables -p` takes them and `conntrack -L` prints them. */
 export const PROTO_NUM: Readonly<Record<string, number>> = {
   icmp: IPPROTO_ICMP, ipip: IPPROTO_IPIP, tcp: IPPROTO_TCP, udp: IPPROTO_UDP,
-  dccp: IPPROTO_DCCP, sctp: IPPROTO_SCTP, udplite: IPPROTO_UDPLITE,
+  dccp: IPPROTO_DCCP, gre: IPPROTO_GRE, icmpv6: IPPROTO_ICMPV6, sctp: IPPROTO_SCTP, udplite: IPPROTO_UDPLITE,
 };
 export const PROTO_NAME: Readonly<Record<number, string>> = Object.fromEntries(
   Object.entries(PROTO_NUM).map(([name, n]) => [n, name]),
